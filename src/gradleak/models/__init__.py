@@ -1,0 +1,1 @@
+"""Victim model registry (filled in by the model modules)."""
