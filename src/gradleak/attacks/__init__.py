@@ -1,0 +1,11 @@
+"""Attack registry: ``create_attack(name, **config).run(observation) -> Reconstruction``."""
+
+from . import dlg, inverting  # noqa: F401  (register the attacks)
+from .base import ATTACKS, Attack, Reconstruction, create_attack, register_attack
+from .labels import LabelEstimate, recover_labels
+from .objective import DISTANCES, GradientMatcher
+
+__all__ = [
+    "ATTACKS", "Attack", "DISTANCES", "GradientMatcher", "LabelEstimate", "Reconstruction",
+    "create_attack", "recover_labels", "register_attack",
+]

@@ -1,0 +1,127 @@
+"""The attack contract: ``create_attack(name, **config).run(observation) -> Reconstruction``.
+
+Attacks see the observation only. Restarts are chosen by the gradient-matching loss the
+attacker can compute, never by comparing with the ground truth.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, ClassVar
+
+import torch
+from safetensors.torch import save_file
+
+from ..errors import GradleakError
+from ..observation import Observation
+from ..registry import Registry
+
+Progress = Callable[[int], None]  # called with the number of iterations just completed
+
+
+@dataclass
+class Reconstruction:
+    """What an attack recovered, and how it got there (no ground truth inside)."""
+
+    inputs: torch.Tensor  # B x C x H x W in the data range
+    labels: torch.Tensor  # int64, B
+    attack: str
+    config: dict[str, Any]
+    label_method: str
+    loss_trace: list[float]  # gradient loss per iteration of the chosen restart
+    restart_losses: list[float]  # final gradient loss of every restart
+    restart_traces: list[list[float]] = field(default_factory=list)
+    chosen_restart: int = 0
+    seconds: float = 0.0
+    iterations: int = 0  # optimisation iterations per restart
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def gradient_loss(self) -> float:
+        return self.restart_losses[self.chosen_restart]
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-able description (tensors excluded)."""
+        return {
+            "attack": self.attack,
+            "config": self.config,
+            "label_method": self.label_method,
+            "gradient_loss": self.gradient_loss,
+            "restart_losses": self.restart_losses,
+            "chosen_restart": self.chosen_restart,
+            "seconds": self.seconds,
+            "iterations": self.iterations,
+            "notes": self.notes,
+        }
+
+    def save(self, directory: str | Path) -> None:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        save_file(
+            {"inputs": self.inputs.detach().cpu().contiguous(), "labels": self.labels.cpu().contiguous()},
+            directory / "reconstruction.safetensors",
+        )
+
+
+class Attack(ABC):
+    """Base class: holds a typed config; subclasses implement :meth:`reconstruct`."""
+
+    Config: ClassVar[type]
+    name: ClassVar[str]
+
+    def __init__(self, config: Any) -> None:
+        self.config = config
+
+    def total_iterations(self) -> int:
+        """Iterations the progress bar should expect (all restarts)."""
+        cfg = self.config
+        return int(getattr(cfg, "iterations", 1)) * int(getattr(cfg, "restarts", 1))
+
+    def run(
+        self,
+        observation: Observation,
+        *,
+        generator: torch.Generator | None = None,
+        device: str | torch.device = "cpu",
+        progress: Progress | None = None,
+    ) -> Reconstruction:
+        generator = generator if generator is not None else torch.Generator().manual_seed(0)
+        start = time.perf_counter()
+        result = self.reconstruct(observation, generator=generator, device=torch.device(device), progress=progress or (lambda _n: None))
+        result.seconds = time.perf_counter() - start
+        return result
+
+    @abstractmethod
+    def reconstruct(
+        self, observation: Observation, *, generator: torch.Generator, device: torch.device, progress: Progress
+    ) -> Reconstruction: ...
+
+
+ATTACKS: Registry[type[Attack]] = Registry("attack")
+
+
+def register_attack(name: str, *, description: str = "") -> Callable[[type[Attack]], type[Attack]]:
+    def decorator(cls: type[Attack]) -> type[Attack]:
+        cls.name = name
+        return ATTACKS.register(name, description=description)(cls)
+
+    return decorator
+
+
+def make_config(config_cls: type, values: dict[str, Any], *, owner: str) -> Any:
+    """Build a config dataclass, naming unknown keys and the valid ones."""
+    valid = [f.name for f in dataclasses.fields(config_cls)]
+    unknown = sorted(set(values) - set(valid))
+    if unknown:
+        raise GradleakError(f"unknown option(s) {', '.join(unknown)} for {owner}; valid: {', '.join(valid)}")
+    return config_cls(**values)
+
+
+def create_attack(name: str, **config: Any) -> Attack:
+    """Instantiate attack ``name`` with config overrides (unknown names/options raise)."""
+    cls = ATTACKS.get(name)
+    return cls(make_config(cls.Config, config, owner=f"attack {name!r}"))

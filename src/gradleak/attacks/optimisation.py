@@ -1,0 +1,80 @@
+"""Common frame of the optimisation attacks: restarts of a gradient-matching search.
+
+Subclasses say how one restart searches (:meth:`search`); this class builds the matcher,
+recovers labels when the attack uses analytic labels, runs the restarts, scores each restart
+by its final gradient-matching loss (never the ground truth) and packs the result.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from abc import abstractmethod
+
+import torch
+
+from ..observation import Observation
+from .base import Attack, Progress, Reconstruction
+from .labels import LabelEstimate, recover_labels
+from .loop import Candidate, best_of_restarts
+from .objective import GradientMatcher
+
+
+def data_box(observation: Observation) -> tuple[float, float]:
+    """The valid input range the attacker knows from the data domain ([0, 1] for images)."""
+    return float(observation.data.get("min", 0.0)), float(observation.data.get("max", 1.0))
+
+
+def random_inputs(observation: Observation, *, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+    """Uniform random start inside the data box, drawn from the attack's generator."""
+    lo, hi = data_box(observation)
+    x = torch.rand((observation.num_samples, *observation.input_shape), generator=generator)
+    return (lo + (hi - lo) * x).to(device).requires_grad_(True)
+
+
+class OptimisationAttack(Attack):
+    """Restarts of :meth:`search`, the best one chosen by gradient-matching loss."""
+
+    analytic_labels: bool = True  # False: the attack learns labels itself (DLG)
+
+    def reconstruct(
+        self, observation: Observation, *, generator: torch.Generator, device: torch.device, progress: Progress
+    ) -> Reconstruction:
+        cfg = self.config
+        matcher = GradientMatcher(observation, distance=cfg.distance, device=device)
+        estimate = (
+            recover_labels(observation, model=matcher.model, generator=generator) if self.analytic_labels else None
+        )
+        candidates = [
+            self.search(observation, matcher=matcher, labels=estimate, generator=generator, progress=progress)
+            for _ in range(cfg.restarts)
+        ]
+        best = best_of_restarts(candidates)
+        chosen = candidates[best]
+        return Reconstruction(
+            inputs=chosen.inputs.detach().cpu(),
+            labels=chosen.labels.detach().cpu().long(),
+            attack=self.name,
+            config=dataclasses.asdict(cfg),
+            label_method=estimate.method if estimate is not None else "joint-optimisation",
+            loss_trace=chosen.trace,
+            restart_losses=[c.loss for c in candidates],
+            restart_traces=[c.trace for c in candidates],
+            chosen_restart=best,
+            iterations=cfg.iterations,
+        )
+
+    @staticmethod
+    def score(matcher: GradientMatcher, inputs: torch.Tensor, labels: torch.Tensor) -> float:
+        """Gradient-matching loss of the final candidate: what restarts are ranked by."""
+        return float(matcher(inputs.detach(), labels.detach()).detach())
+
+    @abstractmethod
+    def search(
+        self,
+        observation: Observation,
+        *,
+        matcher: GradientMatcher,
+        labels: LabelEstimate | None,
+        generator: torch.Generator,
+        progress: Progress,
+    ) -> Candidate: ...

@@ -1,0 +1,230 @@
+"""``gradleak`` command line: a thin layer over :mod:`gradleak.scenario` and :mod:`gradleak.runner`.
+
+Every problem with the user's input becomes one line on stderr and exit status 2, with no
+traceback and no half-written ``--out`` directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+from typing import Any, NoReturn, Sequence
+
+from . import __version__
+from .errors import GradleakError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports errors on a single line (exit status 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+# ---------------------------------------------------------------------------- arguments
+def _scenario_arguments(p: argparse.ArgumentParser, *, required: bool) -> None:
+    g = p.add_argument_group("scenario (what the client trains on and shares)")
+    g.add_argument("--dataset", required=required, help="dataset name, e.g. histology, faces, digits, medmnist:breastmnist")
+    g.add_argument("--model", required=required, help="victim model name, e.g. lenet, convnet, cnn6")
+    g.add_argument("--batch-size", type=int, default=1, help="samples in the client's batch (default 1)")
+    g.add_argument("--protocol", default="fedsgd", help="fedsgd (one gradient) or fedavg (local steps)")
+    g.add_argument("--local-epochs", type=int, default=1, help="fedavg: local epochs (default 1)")
+    g.add_argument("--local-batch-size", type=int, default=None, help="fedavg: local mini-batch size (default: whole batch)")
+    g.add_argument("--local-lr", type=float, default=0.1, help="fedavg: local learning rate (default 0.1)")
+    g.add_argument("--trained-steps", type=int, default=0, help="pre-train the global model for this many steps (default 0)")
+    g.add_argument("--eval-mode", action="store_true", help="client runs the model in eval mode (BatchNorm running stats)")
+    g.add_argument("--share-labels", action="store_true", help="the client also shares its labels")
+    g.add_argument("--image-size", type=int, default=None, help="image size in pixels (dataset default if omitted)")
+    g.add_argument("--grayscale", action="store_true", help="convert images to one channel")
+    g.add_argument("--data-root", default=None, help="directory with dataset files (e.g. MedMNIST .npz)")
+    g.add_argument("--model-option", action="append", default=[], metavar="KEY=VALUE", help="model constructor option (repeatable)")
+
+
+def _parse_value(text: str) -> Any:
+    import json
+
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def _key_values(items: Sequence[str], *, flag: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise GradleakError(f"{flag} expects KEY=VALUE, got {item!r}")
+        out[key.replace("-", "_")] = _parse_value(value)
+    return out
+
+
+def _scenario(args: argparse.Namespace):
+    from .fl.protocol import Protocol
+    from .scenario import Scenario
+
+    if args.trained_steps < 0:
+        raise GradleakError(f"--trained-steps must be >= 0, got {args.trained_steps}")
+    protocol = Protocol(
+        name=args.protocol, lr=args.local_lr, local_epochs=args.local_epochs, local_batch_size=args.local_batch_size
+    )
+    return Scenario(
+        dataset=args.dataset, model=args.model, batch_size=args.batch_size, protocol=protocol,
+        trained_steps=args.trained_steps, train_mode=not args.eval_mode, share_labels=args.share_labels,
+        seed=args.seed, image_size=args.image_size, grayscale=args.grayscale, data_root=args.data_root,
+        model_options=_key_values(args.model_option, flag="--model-option"),
+    )
+
+
+def _check_device(device: str) -> str:
+    import torch
+
+    if device == "cuda" and not torch.cuda.is_available():
+        raise GradleakError("--device cuda requested but no CUDA device is available; use --device cpu")
+    return device
+
+
+# ---------------------------------------------------------------------------- commands
+def cmd_datasets(args: argparse.Namespace) -> None:
+    from .data import list_datasets
+
+    rows = [(d["name"], "x".join(str(s) for s in d["shape"]), str(d["classes"]), d["source"]) for d in list_datasets()]
+    _print_table(("name", "shape", "classes", "source"), rows)
+
+
+def cmd_models(args: argparse.Namespace) -> None:
+    from .models import list_models
+
+    rows = [(m["name"], m["description"], ", ".join(f"{k}={v}" for k, v in m["options"].items())) for m in list_models()]
+    _print_table(("name", "description", "options"), rows)
+
+
+def cmd_attacks(args: argparse.Namespace) -> None:
+    from .attacks import ATTACKS
+
+    rows = []
+    for name in ATTACKS.names():
+        cfg = ATTACKS.get(name).Config()
+        rows.append((name, ATTACKS.describe(name), ", ".join(f"{k}={v}" for k, v in dataclasses.asdict(cfg).items())))
+    _print_table(("name", "description", "options"), rows)
+
+
+def cmd_observe(args: argparse.Namespace) -> None:
+    from .outdir import atomic_directory, write_json
+    from .scenario import simulate
+
+    scenario = _scenario(args)
+    observation, truth = simulate(scenario)
+    with atomic_directory(args.out) as tmp:
+        observation.save(tmp)
+        if not args.no_ground_truth:
+            truth.save(tmp / "ground_truth")
+        write_json(tmp / "config.json", {"command": "observe", "version": __version__, "scenario": scenario.to_json()})
+    print(f"observation written to {args.out}", file=sys.stderr)
+
+
+def cmd_attack(args: argparse.Namespace) -> None:
+    from .observation import GroundTruth, Observation
+    from .outdir import atomic_directory
+    from .runner import evaluate, run_attack, write_attack_outputs
+    from .scenario import simulate
+
+    device = _check_device(args.device)
+    options = _key_values(args.option, flag="--option")
+    for flag in ("iterations", "restarts"):
+        if getattr(args, flag) is not None:
+            options[flag] = getattr(args, flag)
+    config: dict[str, Any] = {"command": "attack", "version": __version__, "attack": args.attack,
+                              "options": options, "seed": args.seed, "device": device}
+    if args.observation:
+        if args.dataset or args.model:
+            raise GradleakError("give either --observation or --dataset/--model, not both")
+        observation = Observation.load(args.observation)
+        truth = GroundTruth.load(args.ground_truth) if args.ground_truth else None
+        if truth is not None and tuple(truth.inputs.shape) != (observation.num_samples, *observation.input_shape):
+            raise GradleakError(
+                f"ground truth inputs have shape {tuple(truth.inputs.shape)} but the observation is "
+                f"{(observation.num_samples, *observation.input_shape)}"
+            )
+        config["observation"] = str(args.observation)
+    else:
+        if not args.dataset or not args.model:
+            raise GradleakError("give --dataset and --model (or --observation DIR)")
+        if args.ground_truth:
+            raise GradleakError("--ground-truth only applies with --observation")
+        scenario = _scenario(args)
+        observation, truth = simulate(scenario)
+        config["scenario"] = scenario.to_json()
+    from .attacks import create_attack
+
+    create_attack(args.attack, **options)  # validate names and options before the long run
+    reconstruction = run_attack(
+        observation, attack=args.attack, options=options, seed=args.seed, device=device, show_progress=not args.quiet
+    )
+    metrics = evaluate(reconstruction, truth, observation=observation)
+    with atomic_directory(args.out) as tmp:
+        write_attack_outputs(tmp, config=config, metrics=metrics, reconstruction=reconstruction, truth=truth)
+    shown = {k: metrics.get(k) for k in ("psnr", "ssim", "mse", "label_accuracy", "seconds")}
+    print(" ".join(f"{k}={_fmt(v)}" for k, v in shown.items()) + f"  -> {args.out}")
+
+
+# ---------------------------------------------------------------------------- helpers
+def _fmt(v: Any) -> str:
+    return "null" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v))
+
+
+def _print_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    for r in [header, *rows]:
+        print("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="gradleak", description="Measure how much private data leaks from federated-learning updates.")
+    parser.add_argument("--version", action="version", version=f"gradleak {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    sub.add_parser("datasets", help="list datasets").set_defaults(func=cmd_datasets)
+    sub.add_parser("models", help="list victim models").set_defaults(func=cmd_models)
+    sub.add_parser("attacks", help="list attacks and their options").set_defaults(func=cmd_attacks)
+
+    p = sub.add_parser("observe", help="simulate a client round and save what the server sees")
+    _scenario_arguments(p, required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-ground-truth", action="store_true", help="do not save the client's batch beside it")
+    p.add_argument("--out", required=True, type=Path)
+    p.set_defaults(func=cmd_observe)
+
+    p = sub.add_parser("attack", help="attack a simulated or saved observation")
+    _scenario_arguments(p, required=False)
+    p.add_argument("--observation", type=Path, help="attack a saved observation directory instead of simulating")
+    p.add_argument("--ground-truth", type=Path, help="with --observation: ground-truth directory for metrics")
+    p.add_argument("--attack", required=True, help="attack name (see `gradleak attacks`)")
+    p.add_argument("--iterations", type=int, default=None, help="optimisation iterations (attack default if omitted)")
+    p.add_argument("--restarts", type=int, default=None, help="random restarts (attack default if omitted)")
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="attack config option (repeatable)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--out", required=True, type=Path)
+    p.set_defaults(func=cmd_attack)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except GradleakError as exc:
+        print(f"gradleak: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("gradleak: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,140 @@
+"""Client protocols: what a federated client computes from its private batch.
+
+One implementation serves both sides of the threat model: the client simulation (no graph)
+and the attacks, which re-run the very same computation differentiably with respect to
+candidate inputs (``create_graph=True``). Sharing the code guarantees that an attacker who
+knows the protocol simulates exactly what the client did.
+
+Conventions:
+- ``fedsgd`` shares the gradient of the mean cross-entropy on the whole client batch.
+- ``fedavg`` runs ``local_epochs`` epochs of plain SGD with learning rate ``lr`` over the
+  batch split, in order, into consecutive mini-batches of ``local_batch_size`` (the whole batch
+  when ``None``), and shares the weight difference ``w_local - w_global``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
+
+from ..errors import GradleakError
+from ..registry import Registry
+
+Params = dict[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """How a client turns its batch into the update it shares."""
+
+    name: str = "fedsgd"  # "fedsgd" (one gradient) or "fedavg" (local SGD, weight difference)
+    lr: float = 0.1  # fedavg: local SGD learning rate
+    local_epochs: int = 1  # fedavg: passes over the client batch
+    local_batch_size: int | None = None  # fedavg: mini-batch size per local step; None = all
+
+    def __post_init__(self) -> None:
+        PROTOCOLS.get(self.name)  # unknown names fail here, listing the valid ones
+        if self.local_epochs < 1:
+            raise GradleakError(f"local_epochs must be >= 1, got {self.local_epochs}")
+        if self.local_batch_size is not None and self.local_batch_size < 1:
+            raise GradleakError(f"local_batch_size must be >= 1, got {self.local_batch_size}")
+        if not math.isfinite(self.lr) or self.lr <= 0:
+            raise GradleakError(f"lr must be a positive finite number, got {self.lr}")
+
+    @property
+    def update_kind(self) -> str:
+        return "gradient" if self.name == "fedsgd" else "weight_delta"
+
+    def local_steps(self, num_samples: int) -> int:
+        """Number of SGD steps a fedavg client takes (1 for fedsgd)."""
+        if self.name == "fedsgd":
+            return 1
+        per_epoch = math.ceil(num_samples / (self.local_batch_size or num_samples))
+        return per_epoch * self.local_epochs
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> "Protocol":
+        return cls(
+            name=str(d["name"]),
+            lr=float(d.get("lr", 0.1)),
+            local_epochs=int(d.get("local_epochs", 1)),
+            local_batch_size=None if d.get("local_batch_size") is None else int(d["local_batch_size"]),
+        )
+
+
+UpdateFn = Callable[..., Params]
+PROTOCOLS: Registry[UpdateFn] = Registry("protocol")
+
+
+def _loss(model: nn.Module, params: Params, buffers: Params, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy; ``y`` holds class indices or (soft) class probabilities."""
+    logits = functional_call(model, (params, buffers), (x,))
+    if logits.shape[-1] == 1:  # single-logit logistic setting (R-GAP)
+        return F.binary_cross_entropy_with_logits(logits, y.to(logits.dtype).reshape(logits.shape))
+    return F.cross_entropy(logits, y)
+
+
+@PROTOCOLS.register("fedsgd", description="one gradient of the mean loss on the client batch")
+def _fedsgd(
+    model: nn.Module, params: Params, buffers: Params, x: torch.Tensor, y: torch.Tensor,
+    protocol: Protocol, create_graph: bool,
+) -> Params:
+    loss = _loss(model, params, buffers, x, y)
+    grads = torch.autograd.grad(loss, list(params.values()), create_graph=create_graph)
+    return dict(zip(params, grads))
+
+
+@PROTOCOLS.register("fedavg", description="local SGD epochs; shares w_local - w_global")
+def _fedavg(
+    model: nn.Module, params: Params, buffers: Params, x: torch.Tensor, y: torch.Tensor,
+    protocol: Protocol, create_graph: bool,
+) -> Params:
+    n = x.shape[0]
+    size = protocol.local_batch_size or n
+    current = dict(params)
+    for _ in range(protocol.local_epochs):
+        for start in range(0, n, size):
+            loss = _loss(model, current, buffers, x[start : start + size], y[start : start + size])
+            grads = torch.autograd.grad(loss, list(current.values()), create_graph=create_graph)
+            current = {k: p - protocol.lr * g for (k, p), g in zip(current.items(), grads)}
+    return {k: current[k] - params[k] for k in params}
+
+
+def compute_update(
+    model: nn.Module,
+    *,
+    params: Params,
+    buffers: Params,
+    inputs: torch.Tensor,
+    labels: torch.Tensor,
+    protocol: Protocol,
+    create_graph: bool = False,
+) -> Params:
+    """The update a client with ``inputs``/``labels`` shares under ``protocol``.
+
+    ``params`` must require grad. Buffers are cloned so train-mode BatchNorm cannot write its
+    running statistics back into the caller's tensors.
+    """
+    buffers = {k: v.clone() for k, v in buffers.items()}
+    return PROTOCOLS.get(protocol.name)(model, params, buffers, inputs, labels, protocol, create_graph)
+
+
+def client_update(
+    model: nn.Module, *, inputs: torch.Tensor, labels: torch.Tensor, protocol: Protocol
+) -> Params:
+    """What an honest client computes: the update for the model's current weights, detached."""
+    params = {k: v.detach().clone().requires_grad_(True) for k, v in model.named_parameters()}
+    buffers = {k: v.detach() for k, v in model.named_buffers()}
+    update = compute_update(
+        model, params=params, buffers=buffers, inputs=inputs, labels=labels, protocol=protocol
+    )
+    return {k: v.detach() for k, v in update.items()}

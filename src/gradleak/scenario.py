@@ -1,0 +1,79 @@
+"""From a scenario description to what the server observes and what stays private.
+
+``simulate`` is the Python API behind ``gradleak observe`` and the simulated branch of
+``gradleak attack``: load data, build and optionally pre-train the global model on data
+disjoint from the client's batch, run the client protocol, and split the outcome into an
+:class:`Observation` (for attacks) and a :class:`GroundTruth` (for metrics only).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+
+from .data import load_dataset
+from .fl.protocol import Protocol, client_update
+from .fl.training import pretrain
+from .models import create_model
+from .models.base import ModelSpec
+from .observation import GroundTruth, Observation
+
+
+@dataclass
+class Scenario:
+    """One client, one round: data, model, protocol and what the client shares."""
+
+    dataset: str = "histology"  # dataset registry name (see `gradleak datasets`)
+    model: str = "lenet"  # victim model registry name (see `gradleak models`)
+    batch_size: int = 1  # samples in the attacked client's batch
+    protocol: Protocol = field(default_factory=Protocol)  # fedsgd / fedavg and local settings
+    trained_steps: int = 0  # Adam steps of pre-training on data disjoint from the client batch
+    train_mode: bool = True  # client runs the model in train mode (BatchNorm uses batch stats)
+    share_labels: bool = False  # client reveals its labels alongside the update
+    seed: int = 0  # drives batch choice, model init and pre-training
+    image_size: int | None = None  # resize / patch size; None = the dataset's default
+    grayscale: bool = False  # convert images to one channel
+    data_root: str | None = None  # where files such as MedMNIST .npz live
+    model_options: dict[str, Any] = field(default_factory=dict)  # model constructor options
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["protocol"] = self.protocol.to_json()
+        return d
+
+
+def simulate(scenario: Scenario) -> tuple[Observation, GroundTruth]:
+    """Run the client's round; returns (what the server sees, the private batch)."""
+    data = load_dataset(
+        scenario.dataset, data_root=scenario.data_root, image_size=scenario.image_size, grayscale=scenario.grayscale
+    )
+    generator = torch.Generator().manual_seed(scenario.seed)
+    inputs, labels, indices = data.sample_batch(scenario.batch_size, generator=generator)
+    spec = ModelSpec(
+        name=scenario.model, input_shape=data.input_shape, num_classes=data.num_classes,
+        options=dict(scenario.model_options),
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(scenario.seed)
+        model = create_model(spec)
+    if scenario.trained_steps > 0:
+        pretrain(model, data=data.without(indices), steps=scenario.trained_steps, generator=generator)
+    model.train(scenario.train_mode)
+    state = {k: v.detach().clone() for k, v in model.named_parameters()}
+    buffers = {k: v.detach().clone() for k, v in model.named_buffers()}
+    update = client_update(model, inputs=inputs, labels=labels, protocol=scenario.protocol)
+    observation = Observation(
+        model=spec,
+        parameters=state,
+        buffers=buffers,
+        train_mode=scenario.train_mode,
+        protocol=scenario.protocol,
+        update=update,
+        num_samples=scenario.batch_size,
+        labels=labels.clone() if scenario.share_labels else None,
+        data={"dataset": data.name, "kind": data.kind, "min": 0.0, "max": float(data.data_range),
+              "class_names": list(data.class_names)},
+    )
+    return observation, GroundTruth(inputs=inputs, labels=labels, indices=indices)
