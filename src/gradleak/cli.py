@@ -34,7 +34,8 @@ def _scenario_arguments(p: argparse.ArgumentParser, *, required: bool) -> None:
     g.add_argument("--local-batch-size", type=int, default=None, help="fedavg: local mini-batch size (default: whole batch)")
     g.add_argument("--local-lr", type=float, default=0.1, help="fedavg: local learning rate (default 0.1)")
     g.add_argument("--trained-steps", type=int, default=0, help="pre-train the global model for this many steps (default 0)")
-    g.add_argument("--eval-mode", action="store_true", help="client runs the model in eval mode (BatchNorm running stats)")
+    g.add_argument("--train-mode", action="store_true",
+                   help="client runs the model in train mode (BatchNorm batch statistics); default eval mode")
     g.add_argument("--share-labels", action="store_true", help="the client also shares its labels")
     g.add_argument("--image-size", type=int, default=None, help="image size in pixels (dataset default if omitted)")
     g.add_argument("--grayscale", action="store_true", help="convert images to one channel")
@@ -72,7 +73,7 @@ def _scenario(args: argparse.Namespace):
     )
     return Scenario(
         dataset=args.dataset, model=args.model, batch_size=args.batch_size, protocol=protocol,
-        trained_steps=args.trained_steps, train_mode=not args.eval_mode, share_labels=args.share_labels,
+        trained_steps=args.trained_steps, train_mode=args.train_mode, share_labels=args.share_labels,
         seed=args.seed, image_size=args.image_size, grayscale=args.grayscale, data_root=args.data_root,
         model_options=_key_values(args.model_option, flag="--model-option"),
     )

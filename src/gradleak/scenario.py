@@ -16,7 +16,7 @@ import torch
 from .data import load_dataset
 from .fl.protocol import Protocol, client_update
 from .fl.training import pretrain
-from .models import create_model
+from .models import complete_spec, create_model
 from .models.base import ModelSpec
 from .observation import GroundTruth, Observation
 
@@ -30,7 +30,10 @@ class Scenario:
     batch_size: int = 1  # samples in the attacked client's batch
     protocol: Protocol = field(default_factory=Protocol)  # fedsgd / fedavg and local settings
     trained_steps: int = 0  # Adam steps of pre-training on data disjoint from the client batch
-    train_mode: bool = True  # client runs the model in train mode (BatchNorm uses batch stats)
+    # BatchNorm mode of the client's forward pass. Default eval (running statistics sent by the
+    # server), the setting of the Inverting Gradients experiments; train mode (batch statistics)
+    # is what many local-training clients do and is much harder to invert at batch size 1.
+    train_mode: bool = False
     share_labels: bool = False  # client reveals its labels alongside the update
     seed: int = 0  # drives batch choice, model init and pre-training
     image_size: int | None = None  # resize / patch size; None = the dataset's default
@@ -51,10 +54,10 @@ def simulate(scenario: Scenario) -> tuple[Observation, GroundTruth]:
     )
     generator = torch.Generator().manual_seed(scenario.seed)
     inputs, labels, indices = data.sample_batch(scenario.batch_size, generator=generator)
-    spec = ModelSpec(
+    spec = complete_spec(ModelSpec(
         name=scenario.model, input_shape=data.input_shape, num_classes=data.num_classes,
         options=dict(scenario.model_options),
-    )
+    ))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(scenario.seed)
         model = create_model(spec)

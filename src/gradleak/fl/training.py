@@ -44,6 +44,6 @@ def pretrain(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     model.train(was_training)
     return losses
