@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, NoReturn, Sequence
 
@@ -182,6 +183,10 @@ def _print_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
         print("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip())
 
 
+def _note(message: Warning | str, *_args: Any, **_kwargs: Any) -> None:
+    print(f"gradleak: note: {message}", file=sys.stderr)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="gradleak", description="Measure how much private data leaks from federated-learning updates.")
     parser.add_argument("--version", action="version", version=f"gradleak {__version__}")
@@ -217,7 +222,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        args.func(args)
+        with warnings.catch_warnings():  # library warnings become one plain line each
+            warnings.showwarning = _note
+            args.func(args)
     except GradleakError as exc:
         print(f"gradleak: error: {exc}", file=sys.stderr)
         return 2
