@@ -170,3 +170,19 @@ def test_console_entry_point_runs_without_traceback(tmp_path):
          "--out", str(tmp_path / "o")], capture_output=True, text=True,
     )
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "nope" in proc.stderr
+
+
+def test_trained_model_and_train_mode_are_recorded(tmp_path):
+    code, out = _attack(tmp_path, "--trained-steps", "20", "--train-mode", "--share-labels")
+    assert code == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["scenario"]["trained_steps"] == 20 and config["scenario"]["train_mode"] is True
+    assert json.loads((out / "metrics.json").read_text())["label_method"] == "shared"
+
+
+def test_grayscale_histology_observation(tmp_path):
+    out = tmp_path / "obs"
+    assert main(["observe", "--dataset", "histology", "--grayscale", "--image-size", "32", "--model", "cnn6",
+                 "--out", str(out)]) == 0
+    meta = json.loads((out / "observation.json").read_text())
+    assert meta["model"]["input_shape"] == [1, 32, 32] and meta["update_kind"] == "gradient"
