@@ -25,15 +25,18 @@ from gradleak.attacks import create_attack
 from gradleak.scenario import Scenario, simulate
 
 
-def forward_backward_seconds(observation, inputs, labels, *, repeats: int) -> float:
+def forward_backward_seconds(observation, inputs, labels, *, budget: float) -> float:
+    """Median time of a plain training forward+backward, repeated for ``budget`` seconds."""
     model = observation.build_model()
-    times = []
-    for i in range(repeats + 2):
+    times: list[float] = []
+    for i in range(1_000_000):
         start = time.perf_counter()
         model.zero_grad(set_to_none=True)
         F.cross_entropy(model(inputs), labels).backward()
         if i >= 2:  # warm-up
             times.append(time.perf_counter() - start)
+        if sum(times) > budget and len(times) >= 5:
+            break
     return statistics.median(times)
 
 
@@ -51,17 +54,23 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=["lenet", "convnet"])
     parser.add_argument("--dataset", default="histology")
     parser.add_argument("--batch-size", type=int, default=1)
-    parser.add_argument("--repeats", type=int, default=20, help="forward+backward repetitions (median)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved measurement rounds (median ratio)")
+    parser.add_argument("--budget", type=float, default=1.0, help="seconds of forward+backward timing per round")
     parser.add_argument("--short", type=int, default=10)
     parser.add_argument("--long", type=int, default=60)
     args = parser.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, dataset {args.dataset}, batch {args.batch_size}")
-    print(f"{'model':10s} {'fwd+bwd s':>10s} {'ig iter s':>10s} {'ratio':>7s}")
+    print(f"{'model':10s} {'fwd+bwd s':>10s} {'ig iter s':>10s} {'ratio':>7s}  (median of {args.rounds} rounds; min-max)")
     for name in args.models:
         observation, truth = simulate(Scenario(dataset=args.dataset, model=name, batch_size=args.batch_size))
-        fb = forward_backward_seconds(observation, truth.inputs, truth.labels, repeats=args.repeats)
-        it = attack_iteration_seconds(observation, short=args.short, long=args.long)
-        print(f"{name:10s} {fb:10.5f} {it:10.5f} {it / fb:7.2f}")
+        rows = []
+        for _ in range(args.rounds):  # interleave, so drifting machine load hits both alike
+            fb = forward_backward_seconds(observation, truth.inputs, truth.labels, budget=args.budget)
+            it = attack_iteration_seconds(observation, short=args.short, long=args.long)
+            rows.append((it / fb, fb, it))
+        ratio, fb, it = sorted(rows)[len(rows) // 2]
+        low, high = min(r[0] for r in rows), max(r[0] for r in rows)
+        print(f"{name:10s} {fb:10.5f} {it:10.5f} {ratio:7.2f}  ({low:.2f}-{high:.2f})")
 
 
 if __name__ == "__main__":

@@ -99,10 +99,13 @@ def test_attack_never_receives_ground_truth():
 
 
 def test_distances():
-    a = [torch.tensor([1.0, 0.0]), torch.tensor([2.0])]
+    from gradleak.attacks.objective import flatten
+
+    a = flatten([torch.tensor([1.0, 0.0]), torch.tensor([2.0])])
     assert float(DISTANCES.get("l2")(a, a)) == 0.0
-    assert abs(float(DISTANCES.get("cosine")(a, [2 * t for t in a]))) < 1e-6  # scale-invariant
-    assert float(DISTANCES.get("cosine")(a, [-t for t in a])) == pytest.approx(2.0)
+    assert float(DISTANCES.get("l2")(a, 2 * a)) == pytest.approx(5.0)
+    assert abs(float(DISTANCES.get("cosine")(a, 2 * a))) < 1e-6  # scale-invariant
+    assert float(DISTANCES.get("cosine")(a, -a)) == pytest.approx(2.0)
 
 
 def test_total_variation_any_channels():

@@ -10,21 +10,25 @@ from ..fl.protocol import compute_update
 from ..observation import Observation
 from ..registry import Registry
 
-Distance = Callable[[Sequence[torch.Tensor], Sequence[torch.Tensor]], torch.Tensor]
+Distance = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 DISTANCES: Registry[Distance] = Registry("gradient distance")
 
 
 @DISTANCES.register("l2", description="sum of squared differences (DLG)")
-def l2_distance(update: Sequence[torch.Tensor], target: Sequence[torch.Tensor]) -> torch.Tensor:
-    return sum(((u - t) ** 2).sum() for u, t in zip(update, target))  # type: ignore[return-value]
+def l2_distance(update: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Both arguments are the per-parameter updates flattened into one vector."""
+    return ((update - target) ** 2).sum()
 
 
 @DISTANCES.register("cosine", description="1 - cosine similarity of the concatenated updates (IG)")
-def cosine_distance(update: Sequence[torch.Tensor], target: Sequence[torch.Tensor]) -> torch.Tensor:
-    dot = sum((u * t).sum() for u, t in zip(update, target))
-    u_norm = torch.sqrt(sum((u * u).sum() for u in update))  # type: ignore[arg-type]
-    t_norm = torch.sqrt(sum((t * t).sum() for t in target))  # type: ignore[arg-type]
-    return 1.0 - dot / (u_norm * t_norm + 1e-12)
+def cosine_distance(update: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Scale-invariant: a trained model's small gradients match as well as large ones."""
+    return 1.0 - torch.dot(update, target) / (update.norm() * target.norm() + 1e-12)
+
+
+def flatten(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+    """One vector from many tensors: a few large ops instead of many tiny ones per iteration."""
+    return torch.cat([t.reshape(-1) for t in tensors])
 
 
 class GradientMatcher:
@@ -39,18 +43,16 @@ class GradientMatcher:
         self.observation = observation
         self.distance = DISTANCES.get(distance)
         self.device = torch.device(device)
+        # A private copy: the module's own parameters are differentiated directly (fast path).
         self.model = observation.build_model(device=self.device)
-        self.model.requires_grad_(False)
-        self.params = {k: v.to(self.device).requires_grad_(True) for k, v in observation.parameters.items()}
-        self.buffers = {k: v.to(self.device) for k, v in observation.buffers.items()}
-        self.target = [observation.update[k].to(self.device) for k in self.params]
+        self.model.requires_grad_(True)
+        self.target = flatten([observation.update[k].to(self.device) for k, _ in self.model.named_parameters()])
 
     def update(self, inputs: torch.Tensor, labels: torch.Tensor, *, create_graph: bool = True) -> list[torch.Tensor]:
         update = compute_update(
-            self.model, params=self.params, buffers=self.buffers, inputs=inputs, labels=labels,
-            protocol=self.observation.protocol, create_graph=create_graph,
+            self.model, inputs=inputs, labels=labels, protocol=self.observation.protocol, create_graph=create_graph,
         )
         return list(update.values())
 
     def __call__(self, inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return self.distance(self.update(inputs, labels), self.target)
+        return self.distance(flatten(self.update(inputs, labels)), self.target)

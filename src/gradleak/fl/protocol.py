@@ -75,9 +75,12 @@ UpdateFn = Callable[..., Params]
 PROTOCOLS: Registry[UpdateFn] = Registry("protocol")
 
 
-def _loss(model: nn.Module, params: Params, buffers: Params, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy; ``y`` holds class indices or (soft) class probabilities."""
-    logits = functional_call(model, (params, buffers), (x,))
+def _loss(model: nn.Module, params: Params | None, buffers: Params | None, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy; ``y`` holds class indices or (soft) class probabilities.
+
+    ``params is None`` runs the module with its own parameters (no functional_call overhead).
+    """
+    logits = model(x) if params is None else functional_call(model, (params, buffers or {}), (x,))
     if logits.shape[-1] == 1:  # single-logit logistic setting (R-GAP)
         return F.binary_cross_entropy_with_logits(logits, y.to(logits.dtype).reshape(logits.shape))
     return F.cross_entropy(logits, y)
@@ -85,19 +88,22 @@ def _loss(model: nn.Module, params: Params, buffers: Params, x: torch.Tensor, y:
 
 @PROTOCOLS.register("fedsgd", description="one gradient of the mean loss on the client batch")
 def _fedsgd(
-    model: nn.Module, params: Params, buffers: Params, x: torch.Tensor, y: torch.Tensor,
+    model: nn.Module, params: Params | None, buffers: Params | None, x: torch.Tensor, y: torch.Tensor,
     protocol: Protocol, create_graph: bool,
 ) -> Params:
+    names, tensors = zip(*(params.items() if params is not None else model.named_parameters()))
     loss = _loss(model, params, buffers, x, y)
-    grads = torch.autograd.grad(loss, list(params.values()), create_graph=create_graph)
-    return dict(zip(params, grads))
+    grads = torch.autograd.grad(loss, tensors, create_graph=create_graph)
+    return dict(zip(names, grads))
 
 
 @PROTOCOLS.register("fedavg", description="local SGD epochs; shares w_local - w_global")
 def _fedavg(
-    model: nn.Module, params: Params, buffers: Params, x: torch.Tensor, y: torch.Tensor,
+    model: nn.Module, params: Params | None, buffers: Params | None, x: torch.Tensor, y: torch.Tensor,
     protocol: Protocol, create_graph: bool,
 ) -> Params:
+    if params is None:
+        params, buffers = dict(model.named_parameters()), dict(model.named_buffers())
     n = x.shape[0]
     size = protocol.local_batch_size or n
     current = dict(params)
@@ -112,19 +118,22 @@ def _fedavg(
 def compute_update(
     model: nn.Module,
     *,
-    params: Params,
-    buffers: Params,
     inputs: torch.Tensor,
     labels: torch.Tensor,
     protocol: Protocol,
+    params: Params | None = None,
+    buffers: Params | None = None,
     create_graph: bool = False,
 ) -> Params:
     """The update a client with ``inputs``/``labels`` shares under ``protocol``.
 
-    ``params`` must require grad. Buffers are cloned so train-mode BatchNorm cannot write its
-    running statistics back into the caller's tensors.
+    With ``params`` (which must require grad) the model runs functionally on them, and
+    ``buffers`` are cloned so train-mode BatchNorm cannot write running statistics back into
+    the caller's tensors. Without ``params`` the module's own parameters and buffers are used
+    directly (faster; for callers that own a private copy of the model, like the attacks).
     """
-    buffers = {k: v.clone() for k, v in buffers.items()}
+    if params is not None:
+        buffers = {k: v.clone() for k, v in (buffers or {}).items()}
     return PROTOCOLS.get(protocol.name)(model, params, buffers, inputs, labels, protocol, create_graph)
 
 
