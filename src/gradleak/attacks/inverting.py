@@ -53,7 +53,7 @@ class InvertingGradients(OptimisationAttack):
         assert labels is not None
         cfg = self.config
         y = labels.labels.to(matcher.device)
-        x = random_inputs(observation, generator=generator, device=matcher.device)
+        x = random_inputs(observation, generator=generator, matcher=matcher)
 
         def objective() -> torch.Tensor:
             loss = matcher(x, y)

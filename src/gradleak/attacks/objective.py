@@ -14,10 +14,17 @@ Distance = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 DISTANCES: Registry[Distance] = Registry("gradient distance")
 
 
-@DISTANCES.register("l2", description="sum of squared differences (DLG)")
+@DISTANCES.register("l2", description="squared L2 distance (DLG)")
 def l2_distance(update: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Both arguments are the per-parameter updates flattened into one vector."""
-    return ((update - target) ** 2).sum()
+    """DLG's ``||u - t||^2``, rescaled to unit target norm only when ``||t||^2 < 1``.
+
+    Both arguments are the per-parameter updates flattened into one vector. A constant factor
+    does not move the minimiser, but L-BFGS stops on absolute tolerances (loss change < 1e-9):
+    on a saturated model whose update is ~1e-5 the raw loss starts below that and nothing
+    happens (seen on the DLG LeNet). Rescaling every update to unit norm instead cost 25 dB on
+    ordinary ones (the same tolerances then stop it too early), hence only tiny targets.
+    """
+    return ((update - target) ** 2).sum() / (target * target).sum().clamp(min=1e-30, max=1.0)
 
 
 @DISTANCES.register("cosine", description="1 - cosine similarity of the concatenated updates (IG)")
@@ -39,14 +46,18 @@ class GradientMatcher:
     included.
     """
 
-    def __init__(self, observation: Observation, *, distance: str = "l2", device: str | torch.device = "cpu") -> None:
+    def __init__(
+        self, observation: Observation, *, distance: str = "l2", device: str | torch.device = "cpu",
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
         self.observation = observation
         self.distance = DISTANCES.get(distance)
         self.device = torch.device(device)
         # A private copy: the module's own parameters are differentiated directly (fast path).
-        self.model = observation.build_model(device=self.device)
+        self.dtype = dtype
+        self.model = observation.build_model(device=self.device).to(dtype)
         self.model.requires_grad_(True)
-        self.target = flatten([observation.update[k].to(self.device) for k, _ in self.model.named_parameters()])
+        self.target = flatten([observation.update[k].to(self.device, dtype) for k, _ in self.model.named_parameters()])
 
     def update(self, inputs: torch.Tensor, labels: torch.Tensor, *, create_graph: bool = True) -> list[torch.Tensor]:
         update = compute_update(

@@ -12,6 +12,7 @@ from abc import abstractmethod
 
 import torch
 
+from ..errors import GradleakError
 from ..observation import Observation
 from .base import Attack, Progress, Reconstruction
 from .labels import LabelEstimate, recover_labels
@@ -24,11 +25,14 @@ def data_box(observation: Observation) -> tuple[float, float]:
     return float(observation.data.get("min", 0.0)), float(observation.data.get("max", 1.0))
 
 
-def random_inputs(observation: Observation, *, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+PRECISIONS = {"float32": torch.float32, "float64": torch.float64}
+
+
+def random_inputs(observation: Observation, *, generator: torch.Generator, matcher: GradientMatcher) -> torch.Tensor:
     """Uniform random start inside the data box, drawn from the attack's generator."""
     lo, hi = data_box(observation)
     x = torch.rand((observation.num_samples, *observation.input_shape), generator=generator)
-    return (lo + (hi - lo) * x).to(device).requires_grad_(True)
+    return (lo + (hi - lo) * x).to(matcher.device, matcher.dtype).requires_grad_(True)
 
 
 class OptimisationAttack(Attack):
@@ -40,7 +44,10 @@ class OptimisationAttack(Attack):
         self, observation: Observation, *, generator: torch.Generator, device: torch.device, progress: Progress
     ) -> Reconstruction:
         cfg = self.config
-        matcher = GradientMatcher(observation, distance=cfg.distance, device=device)
+        precision = getattr(cfg, "precision", "float32")
+        if precision not in PRECISIONS:
+            raise GradleakError(f"unknown precision {precision!r}; choose one of: {', '.join(PRECISIONS)}")
+        matcher = GradientMatcher(observation, distance=cfg.distance, device=device, dtype=PRECISIONS[precision])
         estimate = (
             recover_labels(observation, model=matcher.model, generator=generator) if self.analytic_labels else None
         )
@@ -51,7 +58,7 @@ class OptimisationAttack(Attack):
         best = best_of_restarts(candidates)
         chosen = candidates[best]
         return Reconstruction(
-            inputs=chosen.inputs.detach().cpu(),
+            inputs=chosen.inputs.detach().cpu().float(),
             labels=chosen.labels.detach().cpu().long(),
             attack=self.name,
             config=dataclasses.asdict(cfg),
