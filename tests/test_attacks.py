@@ -127,3 +127,23 @@ def test_batch_attack_shapes():
     obs, truth = make_observation(batch_size=4, protocol=Protocol(name="fedavg", lr=0.05, local_batch_size=2))
     rec = create_attack("ig", iterations=5).run(obs)
     assert rec.inputs.shape == truth.inputs.shape and rec.labels.shape == (4,)
+
+
+@pytest.mark.parametrize("distance", ["l2", "cosine"])
+@pytest.mark.parametrize("protocol", [Protocol(), Protocol(name="fedavg", lr=0.1, local_epochs=2, local_batch_size=1)])
+def test_matcher_is_zero_at_the_truth_and_positive_elsewhere(distance, protocol):
+    """The attacker's simulation reproduces the client's update exactly for the true batch."""
+    from gradleak.attacks import GradientMatcher
+
+    obs, truth = make_observation(batch_size=2, protocol=protocol)
+    matcher = GradientMatcher(obs, distance=distance)
+    assert float(matcher(truth.inputs, truth.labels)) < 1e-6
+    assert float(matcher(torch.rand_like(truth.inputs), truth.labels)) > 1e-3
+
+
+@pytest.mark.parametrize("options,needle", [({"distance": "l1"}, "cosine, l2"), ({"precision": "half"}, "float64"),
+                                            ({"restarts": 0}, "restarts")])
+def test_bad_config_values_fail_at_creation(options, needle):
+    for name in ("dlg", "ig"):
+        with pytest.raises(GradleakError, match=needle):
+            create_attack(name, **options)

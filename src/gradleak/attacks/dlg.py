@@ -17,7 +17,7 @@ from .base import Progress, register_attack
 from .labels import LabelEstimate
 from .loop import Candidate, LoopSettings, optimise
 from .objective import GradientMatcher
-from .optimisation import OptimisationAttack, data_box, random_inputs
+from .optimisation import OptimisationAttack, check_common, data_box, random_inputs
 
 
 @dataclass
@@ -30,7 +30,10 @@ class DLGConfig:
     # Clamp into the data range after each step. Off by default, as in DLG: clamping breaks
     # L-BFGS's curvature pairs and stalled 1 of 5 histology/LeNet seeds at a loss of 0.25.
     boxed: bool = False
-    precision: str = "float32"  # "float64" reaches far lower losses on saturated models (2x slower)
+    precision: str = "float32"  # compute dtype of the search: "float32" or "float64" (about 2x slower)
+
+    def __post_init__(self) -> None:
+        check_common(self)
 
 
 def _soft_labels(logits: torch.Tensor) -> torch.Tensor:

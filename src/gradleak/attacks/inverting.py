@@ -17,7 +17,7 @@ from .base import Progress, register_attack
 from .labels import LabelEstimate
 from .loop import Candidate, LoopSettings, optimise
 from .objective import GradientMatcher
-from .optimisation import OptimisationAttack, data_box, random_inputs
+from .optimisation import OptimisationAttack, check_common, data_box, random_inputs
 
 
 @dataclass
@@ -33,6 +33,10 @@ class IGConfig:
     signed: bool = True  # Adam on signed gradients
     boxed: bool = True  # clamp into the known data range after each step
     step_decay: bool = True  # the paper's multi-step learning-rate decay
+    precision: str = "float32"  # compute dtype of the search: "float32" or "float64"
+
+    def __post_init__(self) -> None:
+        check_common(self)
 
 
 def total_variation(x: torch.Tensor) -> torch.Tensor:

@@ -17,7 +17,7 @@ from ..observation import Observation
 from .base import Attack, Progress, Reconstruction
 from .labels import LabelEstimate, recover_labels
 from .loop import Candidate, best_of_restarts
-from .objective import GradientMatcher
+from .objective import DISTANCES, GradientMatcher
 
 
 def data_box(observation: Observation) -> tuple[float, float]:
@@ -26,6 +26,17 @@ def data_box(observation: Observation) -> tuple[float, float]:
 
 
 PRECISIONS = {"float32": torch.float32, "float64": torch.float64}
+
+
+def check_common(cfg: object) -> None:
+    """Validate the fields the optimisation attacks share, so bad values fail before a run."""
+    DISTANCES.get(getattr(cfg, "distance"))
+    precision = getattr(cfg, "precision", "float32")
+    if precision not in PRECISIONS:
+        raise GradleakError(f"unknown precision {precision!r}; choose one of: {', '.join(PRECISIONS)}")
+    for name in ("iterations", "restarts"):
+        if int(getattr(cfg, name, 1)) < 1:
+            raise GradleakError(f"{name} must be >= 1, got {getattr(cfg, name)}")
 
 
 def random_inputs(observation: Observation, *, generator: torch.Generator, matcher: GradientMatcher) -> torch.Tensor:
@@ -44,10 +55,9 @@ class OptimisationAttack(Attack):
         self, observation: Observation, *, generator: torch.Generator, device: torch.device, progress: Progress
     ) -> Reconstruction:
         cfg = self.config
-        precision = getattr(cfg, "precision", "float32")
-        if precision not in PRECISIONS:
-            raise GradleakError(f"unknown precision {precision!r}; choose one of: {', '.join(PRECISIONS)}")
-        matcher = GradientMatcher(observation, distance=cfg.distance, device=device, dtype=PRECISIONS[precision])
+        matcher = GradientMatcher(
+            observation, distance=cfg.distance, device=device, dtype=PRECISIONS[getattr(cfg, "precision", "float32")]
+        )
         estimate = (
             recover_labels(observation, model=matcher.model, generator=generator) if self.analytic_labels else None
         )
