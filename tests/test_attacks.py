@@ -137,8 +137,8 @@ def test_matcher_is_zero_at_the_truth_and_positive_elsewhere(distance, protocol)
 
     obs, truth = make_observation(batch_size=2, protocol=protocol)
     matcher = GradientMatcher(obs, distance=distance)
-    assert float(matcher(truth.inputs, truth.labels)) < 1e-6
-    assert float(matcher(torch.rand_like(truth.inputs), truth.labels)) > 1e-3
+    assert float(matcher(truth.inputs, truth.labels).detach()) < 1e-6
+    assert float(matcher(torch.rand_like(truth.inputs), truth.labels).detach()) > 1e-3
 
 
 @pytest.mark.parametrize("options,needle", [({"distance": "l1"}, "cosine, l2"), ({"precision": "half"}, "float64"),
