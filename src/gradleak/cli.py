@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import sys
 import warnings
 from pathlib import Path
@@ -45,8 +46,7 @@ def _scenario_arguments(p: argparse.ArgumentParser, *, required: bool) -> None:
 
 
 def _parse_value(text: str) -> Any:
-    import json
-
+    """JSON values (numbers, true/false, lists) as such; anything else as a string."""
     try:
         return json.loads(text)
     except ValueError:
@@ -78,6 +78,19 @@ def _scenario(args: argparse.Namespace):
         seed=args.seed, image_size=args.image_size, grayscale=args.grayscale, data_root=args.data_root,
         model_options=_key_values(args.model_option, flag="--model-option"),
     )
+
+
+def _simulate(args: argparse.Namespace):
+    """Simulate the scenario, with a progress bar while the global model is pre-trained."""
+    from tqdm import tqdm
+
+    from .scenario import simulate
+
+    scenario = _scenario(args)
+    with tqdm(total=scenario.trained_steps, desc="pre-training", unit="step", file=sys.stderr,
+              disable=args.quiet or scenario.trained_steps == 0, leave=False) as bar:
+        observation, truth = simulate(scenario, progress=bar.update)
+    return scenario, observation, truth
 
 
 def _check_device(device: str) -> str:
@@ -115,10 +128,8 @@ def cmd_attacks(args: argparse.Namespace) -> None:
 
 def cmd_observe(args: argparse.Namespace) -> None:
     from .outdir import atomic_directory, write_json
-    from .scenario import simulate
 
-    scenario = _scenario(args)
-    observation, truth = simulate(scenario)
+    scenario, observation, truth = _simulate(args)
     with atomic_directory(args.out) as tmp:
         observation.save(tmp)
         if not args.no_ground_truth:
@@ -131,7 +142,6 @@ def cmd_attack(args: argparse.Namespace) -> None:
     from .observation import GroundTruth, Observation
     from .outdir import atomic_directory
     from .runner import evaluate, run_attack, write_attack_outputs
-    from .scenario import simulate
 
     device = _check_device(args.device)
     options = _key_values(args.option, flag="--option")
@@ -156,8 +166,7 @@ def cmd_attack(args: argparse.Namespace) -> None:
             raise GradleakError("give --dataset and --model (or --observation DIR)")
         if args.ground_truth:
             raise GradleakError("--ground-truth only applies with --observation")
-        scenario = _scenario(args)
-        observation, truth = simulate(scenario)
+        scenario, observation, truth = _simulate(args)
         config["scenario"] = scenario.to_json()
     from .attacks import create_attack
 
@@ -200,6 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     _scenario_arguments(p, required=True)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-ground-truth", action="store_true", help="do not save the client's batch beside it")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--out", required=True, type=Path)
     p.set_defaults(func=cmd_observe)
 

@@ -8,7 +8,6 @@ Standard outputs of an attack run (DESIGN.md section 3): ``config.json``, ``metr
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -85,9 +84,4 @@ def write_attack_outputs(
     save_loss_plot(reconstruction.restart_traces, directory / "loss.png",
                    title=f"{reconstruction.attack}: gradient loss", chosen=reconstruction.chosen_restart)
     reconstruction.save(directory)
-
-
-def timestamp() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S")
-
 

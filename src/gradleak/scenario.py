@@ -9,7 +9,7 @@ disjoint from the client's batch, run the client protocol, and split the outcome
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -47,8 +47,13 @@ class Scenario:
         return d
 
 
-def simulate(scenario: Scenario) -> tuple[Observation, GroundTruth]:
-    """Run the client's round; returns (what the server sees, the private batch)."""
+def simulate(
+    scenario: Scenario, *, progress: Callable[[int], None] = lambda _n: None
+) -> tuple[Observation, GroundTruth]:
+    """Run the client's round; returns (what the server sees, the private batch).
+
+    ``progress`` is called once per pre-training step (``scenario.trained_steps`` in all).
+    """
     data = load_dataset(
         scenario.dataset, data_root=scenario.data_root, image_size=scenario.image_size, grayscale=scenario.grayscale
     )
@@ -62,7 +67,8 @@ def simulate(scenario: Scenario) -> tuple[Observation, GroundTruth]:
         torch.manual_seed(scenario.seed)
         model = create_model(spec)
     if scenario.trained_steps > 0:
-        pretrain(model, data=data.without(indices), steps=scenario.trained_steps, generator=generator)
+        pretrain(model, data=data.without(indices), steps=scenario.trained_steps, generator=generator,
+                 progress=progress)
     model.train(scenario.train_mode)
     state = {k: v.detach().clone() for k, v in model.named_parameters()}
     buffers = {k: v.detach().clone() for k, v in model.named_buffers()}

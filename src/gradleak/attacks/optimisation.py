@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from abc import abstractmethod
+from typing import Any
 
 import torch
 
@@ -28,9 +29,9 @@ def data_box(observation: Observation) -> tuple[float, float]:
 PRECISIONS = {"float32": torch.float32, "float64": torch.float64}
 
 
-def check_common(cfg: object) -> None:
+def check_common(cfg: Any) -> None:
     """Validate the fields the optimisation attacks share, so bad values fail before a run."""
-    DISTANCES.get(getattr(cfg, "distance"))
+    DISTANCES.get(cfg.distance)
     precision = getattr(cfg, "precision", "float32")
     if precision not in PRECISIONS:
         raise GradleakError(f"unknown precision {precision!r}; choose one of: {', '.join(PRECISIONS)}")

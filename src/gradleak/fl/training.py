@@ -7,6 +7,8 @@ on data disjoint from the attacked client's batch.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -22,6 +24,7 @@ def pretrain(
     generator: torch.Generator,
     batch_size: int = 32,
     lr: float = 1e-3,
+    progress: Callable[[int], None] = lambda _n: None,
 ) -> list[float]:
     """Train ``model`` in place with Adam for ``steps`` mini-batches; returns the loss trace.
 
@@ -45,5 +48,6 @@ def pretrain(
         loss.backward()
         optimizer.step()
         losses.append(float(loss.detach()))
+        progress(1)
     model.train(was_training)
     return losses
