@@ -132,3 +132,14 @@ def test_truncated_tensor_file_is_refused(tmp_path, digits_observation):
     (tmp_path / OBSERVATION_TENSORS).write_bytes(data[: len(data) // 2])
     with pytest.raises(ObservationError):
         Observation.load(tmp_path)
+
+
+def test_crafted_huge_model_spec_is_refused_without_allocating(tmp_path, digits_observation):
+    """A spec claiming a gigantic input is checked on the meta device, never materialised."""
+    obs, _ = digits_observation
+    obs.save(tmp_path)
+    meta = json.loads((tmp_path / OBSERVATION_JSON).read_text())
+    meta["model"] = {"name": "mlp", "input_shape": [3, 100000, 100000], "num_classes": 10, "options": {}}
+    (tmp_path / OBSERVATION_JSON).write_text(json.dumps(meta))
+    with pytest.raises(ShapeError):
+        Observation.load(tmp_path)

@@ -51,7 +51,8 @@ class Observation:
     # ----------------------------------------------------------------- checks
     def validate(self) -> None:
         """Refuse an observation that does not fit its model or holds NaN/Inf."""
-        model = _build(self.model)
+        with torch.device("meta"):  # shapes only: a crafted spec cannot make us allocate a huge model
+            model = _build(self.model)
         expected = {k: tuple(v.shape) for k, v in model.named_parameters()}
         expected_buffers = {k: tuple(v.shape) for k, v in model.named_buffers()}
         for what, tensors, ref in (
