@@ -143,3 +143,14 @@ def test_crafted_huge_model_spec_is_refused_without_allocating(tmp_path, digits_
     (tmp_path / OBSERVATION_JSON).write_text(json.dumps(meta))
     with pytest.raises(ShapeError):
         Observation.load(tmp_path)
+
+
+@pytest.mark.parametrize("value", [0, 10**12])
+def test_implausible_sample_count_is_refused(tmp_path, digits_observation, value):
+    obs, _ = digits_observation
+    obs.save(tmp_path)
+    meta = json.loads((tmp_path / OBSERVATION_JSON).read_text())
+    meta["num_samples"] = value
+    (tmp_path / OBSERVATION_JSON).write_text(json.dumps(meta))
+    with pytest.raises(ObservationError, match="num_samples"):
+        Observation.load(tmp_path)

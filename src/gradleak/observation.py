@@ -28,6 +28,7 @@ OBSERVATION_JSON = "observation.json"
 OBSERVATION_TENSORS = "observation.safetensors"
 TRUTH_JSON = "ground_truth.json"
 TRUTH_TENSORS = "ground_truth.safetensors"
+MAX_SAMPLES = 65_536  # larger client batches are not invertible anyway; refusing avoids huge allocations
 
 
 @dataclass
@@ -75,8 +76,8 @@ class Observation:
                     )
                 if t.is_floating_point() and not bool(torch.isfinite(t).all()):
                     raise ObservationError(f"observation {what}[{k!r}] contains NaN or Inf")
-        if self.num_samples < 1:
-            raise ObservationError(f"num_samples must be >= 1, got {self.num_samples}")
+        if not 1 <= self.num_samples <= MAX_SAMPLES:
+            raise ObservationError(f"num_samples must be between 1 and {MAX_SAMPLES}, got {self.num_samples}")
         if self.labels is not None and self.labels.shape[0] != self.num_samples:
             raise ShapeError(
                 f"observation has {self.labels.shape[0]} labels but num_samples={self.num_samples}"
