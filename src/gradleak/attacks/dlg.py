@@ -45,47 +45,40 @@ def _hard_labels(logits: torch.Tensor) -> torch.Tensor:
     return (logits[:, 0] > 0).long() if logits.shape[-1] == 1 else logits.argmax(-1)
 
 
-def _settings(cfg: DLGConfig, observation: Observation) -> LoopSettings:
-    return LoopSettings(
-        optimizer="lbfgs", iterations=cfg.iterations, lr=cfg.lr, lbfgs_inner=cfg.lbfgs_inner,
-        box=data_box(observation) if cfg.boxed else None,
-    )
+class _LBFGSAttack(OptimisationAttack):
+    """DLG's optimiser: L-BFGS with the DLG config."""
+
+    Config = DLGConfig
+
+    def loop_settings(self, observation: Observation) -> LoopSettings:
+        cfg = self.config
+        return LoopSettings(
+            optimizer="lbfgs", iterations=cfg.iterations, lr=cfg.lr, lbfgs_inner=cfg.lbfgs_inner,
+            box=data_box(observation) if cfg.boxed else None,
+        )
 
 
 @register_attack("dlg", description="Deep Leakage from Gradients: joint data + soft labels, L-BFGS, L2")
-class DLG(OptimisationAttack):
-    Config = DLGConfig
+class DLG(_LBFGSAttack):
     analytic_labels = False
 
     def search(
         self, observation: Observation, *, matcher: GradientMatcher, labels: LabelEstimate | None,
         generator: torch.Generator, progress: Progress,
     ) -> Candidate:
+        """Data and soft labels optimised jointly (the labels are part of the search)."""
         x = random_inputs(observation, generator=generator, matcher=matcher)
         k = observation.model.num_classes
         y_logits = torch.randn((observation.num_samples, k), generator=generator)
         y_logits = y_logits.to(matcher.device, matcher.dtype).requires_grad_(True)
         trace = optimise(
             objective=lambda: matcher(x, _soft_labels(y_logits)), variables=[x, y_logits], boxed=[x],
-            settings=_settings(self.config, observation), progress=progress,
+            settings=self.loop_settings(observation), progress=progress,
         )
         hard = _hard_labels(y_logits.detach())
         return Candidate(x.detach(), hard, self.score(matcher, x, _soft_labels(y_logits)), trace)
 
 
 @register_attack("idlg", description="improved DLG: analytic labels, then L-BFGS on the data, L2")
-class IDLG(OptimisationAttack):
-    Config = DLGConfig
-
-    def search(
-        self, observation: Observation, *, matcher: GradientMatcher, labels: LabelEstimate | None,
-        generator: torch.Generator, progress: Progress,
-    ) -> Candidate:
-        assert labels is not None
-        y = labels.labels.to(matcher.device)
-        x = random_inputs(observation, generator=generator, matcher=matcher)
-        trace = optimise(
-            objective=lambda: matcher(x, y), variables=[x], boxed=[x],
-            settings=_settings(self.config, observation), progress=progress,
-        )
-        return Candidate(x.detach(), y, self.score(matcher, x, y), trace)
+class IDLG(_LBFGSAttack):
+    """The frame's data-only search with the label read off the output layer."""

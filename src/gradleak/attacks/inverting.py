@@ -13,11 +13,10 @@ from dataclasses import dataclass
 import torch
 
 from ..observation import Observation
-from .base import Progress, register_attack
-from .labels import LabelEstimate
-from .loop import Candidate, LoopSettings, optimise
+from .base import register_attack
+from .loop import LoopSettings
 from .objective import GradientMatcher
-from .optimisation import OptimisationAttack, check_common, data_box, random_inputs
+from .optimisation import OptimisationAttack, check_common, data_box
 
 
 @dataclass
@@ -50,22 +49,13 @@ def total_variation(x: torch.Tensor) -> torch.Tensor:
 class InvertingGradients(OptimisationAttack):
     Config = IGConfig
 
-    def search(
-        self, observation: Observation, *, matcher: GradientMatcher, labels: LabelEstimate | None,
-        generator: torch.Generator, progress: Progress,
-    ) -> Candidate:
-        assert labels is not None
+    def objective(self, matcher: GradientMatcher, inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        loss = matcher(inputs, labels)
+        return loss + self.config.tv_weight * total_variation(inputs) if self.config.tv_weight else loss
+
+    def loop_settings(self, observation: Observation) -> LoopSettings:
         cfg = self.config
-        y = labels.labels.to(matcher.device)
-        x = random_inputs(observation, generator=generator, matcher=matcher)
-
-        def objective() -> torch.Tensor:
-            loss = matcher(x, y)
-            return loss + cfg.tv_weight * total_variation(x) if cfg.tv_weight else loss
-
-        settings = LoopSettings(
+        return LoopSettings(
             optimizer="adam", iterations=cfg.iterations, lr=cfg.lr, signed=cfg.signed,
             step_decay=cfg.step_decay, box=data_box(observation) if cfg.boxed else None,
         )
-        trace = optimise(objective=objective, variables=[x], boxed=[x], settings=settings, progress=progress)
-        return Candidate(x.detach(), y, self.score(matcher, x, y), trace)

@@ -67,3 +67,8 @@ class GradientMatcher:
 
     def __call__(self, inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return self.distance(flatten(self.update(inputs, labels)), self.target)
+
+    def loss_value(self, inputs: torch.Tensor, labels: torch.Tensor) -> float:
+        """The distance as a number, without building the graph the search needs."""
+        update = self.update(inputs, labels, create_graph=False)
+        return float(self.distance(flatten(update), self.target).detach())

@@ -17,7 +17,7 @@ from ..errors import GradleakError
 from ..observation import Observation
 from .base import Attack, Progress, Reconstruction
 from .labels import LabelEstimate, recover_labels
-from .loop import Candidate, best_of_restarts
+from .loop import Candidate, LoopSettings, best_of_restarts, optimise
 from .objective import DISTANCES, GradientMatcher
 
 
@@ -32,11 +32,10 @@ PRECISIONS = {"float32": torch.float32, "float64": torch.float64}
 def check_common(cfg: Any) -> None:
     """Validate the fields the optimisation attacks share, so bad values fail before a run."""
     DISTANCES.get(cfg.distance)
-    precision = getattr(cfg, "precision", "float32")
-    if precision not in PRECISIONS:
-        raise GradleakError(f"unknown precision {precision!r}; choose one of: {', '.join(PRECISIONS)}")
+    if cfg.precision not in PRECISIONS:
+        raise GradleakError(f"unknown precision {cfg.precision!r}; choose one of: {', '.join(PRECISIONS)}")
     for name in ("iterations", "restarts"):
-        if int(getattr(cfg, name, 1)) < 1:
+        if int(getattr(cfg, name)) < 1:
             raise GradleakError(f"{name} must be >= 1, got {getattr(cfg, name)}")
 
 
@@ -56,9 +55,7 @@ class OptimisationAttack(Attack):
         self, observation: Observation, *, generator: torch.Generator, device: torch.device, progress: Progress
     ) -> Reconstruction:
         cfg = self.config
-        matcher = GradientMatcher(
-            observation, distance=cfg.distance, device=device, dtype=PRECISIONS[getattr(cfg, "precision", "float32")]
-        )
+        matcher = GradientMatcher(observation, distance=cfg.distance, device=device, dtype=PRECISIONS[cfg.precision])
         estimate = (
             recover_labels(observation, model=matcher.model, generator=generator) if self.analytic_labels else None
         )
@@ -84,9 +81,8 @@ class OptimisationAttack(Attack):
     @staticmethod
     def score(matcher: GradientMatcher, inputs: torch.Tensor, labels: torch.Tensor) -> float:
         """Gradient-matching loss of the final candidate: what restarts are ranked by."""
-        return float(matcher(inputs.detach(), labels.detach()).detach())
+        return matcher.loss_value(inputs.detach(), labels.detach())
 
-    @abstractmethod
     def search(
         self,
         observation: Observation,
@@ -95,4 +91,20 @@ class OptimisationAttack(Attack):
         labels: LabelEstimate | None,
         generator: torch.Generator,
         progress: Progress,
-    ) -> Candidate: ...
+    ) -> Candidate:
+        """One restart over the data with fixed (analytic or shared) labels."""
+        assert labels is not None, "attacks that learn labels override search()"
+        y = labels.labels.to(matcher.device)
+        x = random_inputs(observation, generator=generator, matcher=matcher)
+        trace = optimise(
+            objective=lambda: self.objective(matcher, x, y), variables=[x], boxed=[x],
+            settings=self.loop_settings(observation), progress=progress,
+        )
+        return Candidate(x.detach(), y, self.score(matcher, x, y), trace)
+
+    def objective(self, matcher: GradientMatcher, inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """What the search minimises: the gradient distance, plus any prior the attack adds."""
+        return matcher(inputs, labels)
+
+    @abstractmethod
+    def loop_settings(self, observation: Observation) -> LoopSettings: ...
