@@ -186,3 +186,16 @@ def test_grayscale_histology_observation(tmp_path):
                  "--out", str(out)]) == 0
     meta = json.loads((out / "observation.json").read_text())
     assert meta["model"]["input_shape"] == [1, 32, 32] and meta["update_kind"] == "gradient"
+
+
+def test_bad_attack_option_fails_before_simulating(tmp_path, capsys, monkeypatch):
+    """A typo in an attack option must not cost the user a long pre-training first."""
+    import gradleak.scenario
+
+    def no_simulation(*_a, **_k):
+        raise AssertionError("simulated before validating the attack options")
+
+    monkeypatch.setattr(gradleak.scenario, "simulate", no_simulation)
+    code = main(["attack", *FAST, "--trained-steps", "500", "--attack", "ig", "--option", "tv=1", "--quiet",
+                 "--out", str(tmp_path / "o")])
+    assert "tv_weight" in _one_line_error(capsys, code)

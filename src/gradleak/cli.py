@@ -141,6 +141,7 @@ def cmd_observe(args: argparse.Namespace) -> None:
 def cmd_attack(args: argparse.Namespace) -> None:
     from .observation import GroundTruth, Observation
     from .outdir import atomic_directory
+    from .attacks import create_attack
     from .runner import evaluate, run_attack, write_attack_outputs
 
     device = _check_device(args.device)
@@ -148,6 +149,7 @@ def cmd_attack(args: argparse.Namespace) -> None:
     for flag in ("iterations", "restarts"):
         if getattr(args, flag) is not None:
             options[flag] = getattr(args, flag)
+    attack = create_attack(args.attack, **options)  # bad names/options fail before any long work
     config: dict[str, Any] = {"command": "attack", "version": __version__, "attack": args.attack,
                               "options": options, "seed": args.seed, "device": device}
     if args.observation:
@@ -168,12 +170,7 @@ def cmd_attack(args: argparse.Namespace) -> None:
             raise GradleakError("--ground-truth only applies with --observation")
         scenario, observation, truth = _simulate(args)
         config["scenario"] = scenario.to_json()
-    from .attacks import create_attack
-
-    create_attack(args.attack, **options)  # validate names and options before the long run
-    reconstruction = run_attack(
-        observation, attack=args.attack, options=options, seed=args.seed, device=device, show_progress=not args.quiet
-    )
+    reconstruction = run_attack(observation, attack=attack, seed=args.seed, device=device, show_progress=not args.quiet)
     metrics = evaluate(reconstruction, truth, observation=observation)
     with atomic_directory(args.out) as tmp:
         write_attack_outputs(tmp, config=config, metrics=metrics, reconstruction=reconstruction, truth=truth)

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from .attacks import Reconstruction, create_attack
+from .attacks import Attack, Reconstruction
 from .metrics import evaluate_images
 from .observation import GroundTruth, Observation
 from .outdir import write_json
@@ -24,20 +24,18 @@ from .report.plots import save_image_grid, save_loss_plot
 def run_attack(
     observation: Observation,
     *,
-    attack: str,
-    options: dict[str, Any] | None = None,
+    attack: Attack,
     seed: int = 0,
     device: str = "cpu",
     show_progress: bool = True,
 ) -> Reconstruction:
-    """Create attack ``attack`` with ``options`` and run it with a progress bar (ETA)."""
-    instance = create_attack(attack, **(options or {}))
+    """Run ``attack`` (from :func:`create_attack`) with a progress bar showing the ETA."""
     generator = torch.Generator().manual_seed(seed)
     with tqdm(
-        total=instance.total_iterations(), desc=attack, unit="it", file=sys.stderr,
+        total=attack.total_iterations(), desc=attack.name, unit="it", file=sys.stderr,
         disable=not show_progress, dynamic_ncols=True, leave=False,
     ) as bar:
-        return instance.run(observation, generator=generator, device=device, progress=bar.update)
+        return attack.run(observation, generator=generator, device=device, progress=bar.update)
 
 
 def evaluate(reconstruction: Reconstruction, truth: GroundTruth | None, *, observation: Observation) -> dict[str, Any]:
