@@ -147,3 +147,34 @@ def test_bad_config_values_fail_at_creation(options, needle):
     for name in ("dlg", "ig"):
         with pytest.raises(GradleakError, match=needle):
             create_attack(name, **options)
+
+
+# ---------------------------------------------------------------------------- entry selection
+def test_entry_mask_specs_select_what_they_say():
+    from gradleak.attacks.objective import entry_mask
+
+    parts = [torch.tensor([0.0, 3.0, -1.0]), torch.tensor([[10.0, 0.0]]), torch.tensor([0.5])]
+    assert entry_mask("all", parts) is None
+    assert entry_mask("nonzero", parts).tolist() == [False, True, True, True, False, True]
+    assert entry_mask("top-layers:1", parts).tolist() == [False, False, False, True, True, False]
+    assert entry_mask("largest:0.34", parts).tolist() == [False, True, False, True, False, False]
+
+
+@pytest.mark.parametrize("spec", ["bogus", "top-layers:0", "top-layers:x", "largest:0", "largest:1.5", "nonzero:3"])
+def test_bad_entry_specs_fail_at_config_time(spec):
+    with pytest.raises(GradleakError):
+        create_attack("ig", entries=spec)
+
+
+def test_matching_nonzero_entries_ignores_pruned_ones():
+    import dataclasses
+
+    from gradleak.attacks import GradientMatcher
+
+    obs, _ = make_observation()
+    pruned = {k: torch.where(v.abs() >= v.abs().median(), v, torch.zeros_like(v)) for k, v in obs.update.items()}
+    obs = dataclasses.replace(obs, update=pruned)
+    full = GradientMatcher(obs, distance="l2")
+    kept = GradientMatcher(obs, distance="l2", entries="nonzero")
+    assert kept.target.numel() < full.target.numel()
+    assert bool((kept.target != 0).all())

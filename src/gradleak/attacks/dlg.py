@@ -27,6 +27,7 @@ class DLGConfig:
     lr: float = 1.0  # L-BFGS step size
     restarts: int = 1  # independent random starts; the lowest gradient loss wins
     distance: str = "l2"  # gradient distance: "l2" (DLG) or "cosine"
+    entries: str = "all"  # which update entries to match: all, top-layers:K, largest:F, nonzero (vs pruning)
     # Clamp into the data range after each step. Off by default, as in DLG: clamping breaks
     # L-BFGS's curvature pairs and stalled 1 of 5 histology/LeNet seeds at a loss of 0.25.
     boxed: bool = False

@@ -29,6 +29,7 @@ class IGConfig:
     # gradient per pixel is ~1e-7 and weights >= 1e-4 let TV override it (PSNR drops by 3-5 dB).
     tv_weight: float = 1e-5
     distance: str = "cosine"  # gradient distance: "cosine" (IG) or "l2"
+    entries: str = "all"  # which update entries to match: all, top-layers:K, largest:F, nonzero (vs pruning)
     signed: bool = True  # Adam on signed gradients
     boxed: bool = True  # clamp into the known data range after each step
     step_decay: bool = True  # the paper's multi-step learning-rate decay

@@ -6,6 +6,7 @@ from typing import Callable, Sequence
 
 import torch
 
+from ..errors import GradleakError
 from ..fl.protocol import compute_update
 from ..observation import Observation
 from ..registry import Registry
@@ -38,17 +39,77 @@ def flatten(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
     return torch.cat([t.reshape(-1) for t in tensors])
 
 
+ENTRY_SELECTIONS = ("all", "top-layers:K", "largest:F", "nonzero")
+
+
+def parse_entries(spec: str) -> tuple[str, float]:
+    """Check an entry-selection spec (see :func:`entry_mask`) before any work; ``(kind, value)``."""
+    kind, sep, arg = spec.partition(":")
+    if kind in ("all", "nonzero") and not sep:
+        return kind, 0.0
+    if kind == "top-layers":
+        try:
+            k = int(arg)
+        except ValueError:
+            k = 0
+        if k < 1:
+            raise GradleakError(f"top-layers:K needs an integer K >= 1, got {spec!r}")
+        return kind, float(k)
+    if kind == "largest":
+        try:
+            fraction = float(arg)
+        except ValueError:
+            fraction = -1.0
+        if not 0.0 < fraction <= 1.0:
+            raise GradleakError(f"largest:F needs a fraction 0 < F <= 1, got {spec!r}")
+        return kind, fraction
+    raise GradleakError(f"unknown entry selection {spec!r}; use one of: {', '.join(ENTRY_SELECTIONS)}")
+
+
+def entry_mask(spec: str, parts: Sequence[torch.Tensor]) -> torch.Tensor | None:
+    """Which entries of the flattened update to match, from a short spec; ``None`` means all.
+
+    * ``all``: every entry (the default).
+    * ``top-layers:K``: the K parameter tensors with the largest update norm (IG/GIAS layer
+      selection: the attacker ranks layers by what it observed, never by the data).
+    * ``largest:F``: the fraction F of entries with the largest magnitude (the
+      compressed-gradient variant, needed when the client prunes its update).
+    * ``nonzero``: entries the client did not zero (the adaptive attack against pruning).
+    """
+    kind, value = parse_entries(spec)
+    if kind == "all":
+        return None
+    flat = flatten([p.detach() for p in parts])
+    if kind == "nonzero":
+        mask = flat != 0
+    elif kind == "top-layers":
+        k = int(value)
+        if k > len(parts):
+            raise GradleakError(f"top-layers:{k} asks for more layers than the model's {len(parts)} parameter tensors")
+        norms = torch.stack([p.detach().norm() for p in parts])
+        chosen = set(torch.topk(norms, k).indices.tolist())
+        mask = torch.cat([torch.full((p.numel(),), i in chosen, dtype=torch.bool, device=flat.device)
+                          for i, p in enumerate(parts)])
+    else:  # largest
+        k = max(1, int(round(value * flat.numel())))
+        mask = torch.zeros(flat.numel(), dtype=torch.bool, device=flat.device)
+        mask[torch.topk(flat.abs(), k).indices] = True
+    if not bool(mask.any()):
+        raise GradleakError(f"entry selection {spec!r} keeps no entry of the update")
+    return mask
+
+
 class GradientMatcher:
     """Differentiable ``distance(update(inputs, labels), observed update)``.
 
     The model is rebuilt from the observation only (weights, buffers, train/eval mode,
     protocol), so the attack simulates exactly what the client computed, fedavg local steps
-    included.
+    included. ``entries`` (see :func:`entry_mask`) restricts the match to part of the update.
     """
 
     def __init__(
         self, observation: Observation, *, distance: str = "l2", device: str | torch.device = "cpu",
-        dtype: torch.dtype = torch.float32,
+        dtype: torch.dtype = torch.float32, entries: str = "all",
     ) -> None:
         self.observation = observation
         self.distance = DISTANCES.get(distance)
@@ -57,7 +118,12 @@ class GradientMatcher:
         self.dtype = dtype
         self.model = observation.build_model(device=self.device).to(dtype)
         self.model.requires_grad_(True)
-        self.target = flatten([observation.update[k].to(self.device, dtype) for k, _ in self.model.named_parameters()])
+        parts = [observation.update[k].to(self.device, dtype) for k, _ in self.model.named_parameters()]
+        self.mask = entry_mask(entries, parts)
+        self.target = self._select(flatten(parts))
+
+    def _select(self, vector: torch.Tensor) -> torch.Tensor:
+        return vector if self.mask is None else vector[self.mask]
 
     def update(self, inputs: torch.Tensor, labels: torch.Tensor, *, create_graph: bool = True) -> list[torch.Tensor]:
         update = compute_update(
@@ -66,9 +132,9 @@ class GradientMatcher:
         return list(update.values())
 
     def __call__(self, inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return self.distance(flatten(self.update(inputs, labels)), self.target)
+        return self.distance(self._select(flatten(self.update(inputs, labels))), self.target)
 
     def loss_value(self, inputs: torch.Tensor, labels: torch.Tensor) -> float:
         """The distance as a number, without building the graph the search needs."""
         update = self.update(inputs, labels, create_graph=False)
-        return float(self.distance(flatten(update), self.target).detach())
+        return float(self.distance(self._select(flatten(update)), self.target).detach())

@@ -18,7 +18,7 @@ from ..observation import Observation
 from .base import Attack, Progress, Reconstruction
 from .labels import LabelEstimate, recover_labels
 from .loop import Candidate, LoopSettings, best_of_restarts, optimise
-from .objective import DISTANCES, GradientMatcher
+from .objective import DISTANCES, GradientMatcher, parse_entries
 
 
 def data_box(observation: Observation) -> tuple[float, float]:
@@ -32,6 +32,7 @@ PRECISIONS = {"float32": torch.float32, "float64": torch.float64}
 def check_common(cfg: Any) -> None:
     """Validate the fields the optimisation attacks share, so bad values fail before a run."""
     DISTANCES.get(cfg.distance)
+    parse_entries(getattr(cfg, "entries", "all"))
     if cfg.precision not in PRECISIONS:
         raise GradleakError(f"unknown precision {cfg.precision!r}; choose one of: {', '.join(PRECISIONS)}")
     for name in ("iterations", "restarts"):
@@ -55,7 +56,10 @@ class OptimisationAttack(Attack):
         self, observation: Observation, *, generator: torch.Generator, device: torch.device, progress: Progress
     ) -> Reconstruction:
         cfg = self.config
-        matcher = GradientMatcher(observation, distance=cfg.distance, device=device, dtype=PRECISIONS[cfg.precision])
+        matcher = GradientMatcher(
+            observation, distance=cfg.distance, device=device, dtype=PRECISIONS[cfg.precision],
+            entries=getattr(cfg, "entries", "all"),
+        )
         estimate = (
             recover_labels(observation, model=matcher.model, generator=generator) if self.analytic_labels else None
         )
