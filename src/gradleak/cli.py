@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
 import json
 import sys
 import warnings
@@ -23,6 +24,12 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+# Modules under gradleak/commands/ that add a sub-command: each defines ``register(sub)``, which
+# adds its parser(s) with ``set_defaults(func=...)``; the function raises GradleakError for bad
+# input. Shared helpers (_scenario_arguments, _simulate, _key_values, ...) are importable from here.
+COMMAND_MODULES: tuple[str, ...] = ()
 
 
 # ---------------------------------------------------------------------------- arguments
@@ -223,6 +230,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--out", required=True, type=Path)
     p.set_defaults(func=cmd_attack)
+
+    for name in COMMAND_MODULES:  # larger commands live in their own modules
+        importlib.import_module(f"gradleak.commands.{name}").register(sub)
     return parser
 
 

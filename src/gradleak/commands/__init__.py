@@ -1,0 +1,1 @@
+"""Sub-commands that live in their own modules; listed in :data:`gradleak.cli.COMMAND_MODULES`."""
