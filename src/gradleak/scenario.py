@@ -48,17 +48,26 @@ class Scenario:
 
 
 def simulate(
-    scenario: Scenario, *, progress: Callable[[int], None] = lambda _n: None
+    scenario: Scenario, *, progress: Callable[[int], None] = lambda _n: None,
+    exclude: torch.Tensor | None = None,
 ) -> tuple[Observation, GroundTruth]:
     """Run the client's round; returns (what the server sees, the private batch).
 
     ``progress`` is called once per pre-training step (``scenario.trained_steps`` in all).
+    ``exclude``: dataset indices the client never holds (the attacker's own public data, see
+    :mod:`gradleak.priors.data`); the batch is drawn from the rest, indices stay dataset-wide.
     """
     data = load_dataset(
         scenario.dataset, data_root=scenario.data_root, image_size=scenario.image_size, grayscale=scenario.grayscale
     )
     generator = torch.Generator().manual_seed(scenario.seed)
-    inputs, labels, indices = data.sample_batch(scenario.batch_size, generator=generator)
+    if exclude is None:
+        inputs, labels, indices = data.sample_batch(scenario.batch_size, generator=generator)
+    else:
+        allowed = torch.ones(len(data), dtype=torch.bool)
+        allowed[exclude] = False
+        inputs, labels, idx = data.without(exclude).sample_batch(scenario.batch_size, generator=generator)
+        indices = torch.nonzero(allowed).flatten()[idx]
     spec = complete_spec(ModelSpec(
         name=scenario.model, input_shape=data.input_shape, num_classes=data.num_classes,
         options=dict(scenario.model_options),
