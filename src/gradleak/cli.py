@@ -29,7 +29,7 @@ class _Parser(argparse.ArgumentParser):
 # Modules under gradleak/commands/ that add a sub-command: each defines ``register(sub)``, which
 # adds its parser(s) with ``set_defaults(func=...)``; the function raises GradleakError for bad
 # input. Shared helpers (_scenario_arguments, _simulate, _key_values, ...) are importable from here.
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = ("sweep", "prior", "defend")
 
 
 # ---------------------------------------------------------------------------- arguments
@@ -50,6 +50,8 @@ def _scenario_arguments(p: argparse.ArgumentParser, *, required: bool) -> None:
     g.add_argument("--grayscale", action="store_true", help="convert images to one channel")
     g.add_argument("--data-root", default=None, help="directory with dataset files (e.g. MedMNIST .npz)")
     g.add_argument("--model-option", action="append", default=[], metavar="KEY=VALUE", help="model constructor option (repeatable)")
+    g.add_argument("--defense", default=None, metavar="SPEC",
+                   help="defense the client applies before sharing, e.g. noise:0.01, prune:0.9, dpsgd:1.0 (see gradleak defend)")
 
 
 def _parse_value(text: str) -> Any:
@@ -84,11 +86,15 @@ def _scenario(args: argparse.Namespace):
         trained_steps=args.trained_steps, train_mode=args.train_mode, share_labels=args.share_labels,
         seed=args.seed, image_size=args.image_size, grayscale=args.grayscale, data_root=args.data_root,
         model_options=_key_values(args.model_option, flag="--model-option"),
+        defense=getattr(args, "defense", None),
     )
 
 
-def _simulate(args: argparse.Namespace):
-    """Simulate the scenario, with a progress bar while the global model is pre-trained."""
+def _simulate(args: argparse.Namespace, *, exclude: Any = None):
+    """Simulate the scenario, with a progress bar while the global model is pre-trained.
+
+    ``exclude``: dataset indices the client never holds (the attacker's own split).
+    """
     from tqdm import tqdm
 
     from .scenario import simulate
@@ -96,7 +102,7 @@ def _simulate(args: argparse.Namespace):
     scenario = _scenario(args)
     with tqdm(total=scenario.trained_steps, desc="pre-training", unit="step", file=sys.stderr,
               disable=args.quiet or scenario.trained_steps == 0, leave=False) as bar:
-        observation, truth = simulate(scenario, progress=bar.update)
+        observation, truth = simulate(scenario, progress=bar.update, exclude=exclude)
     return scenario, observation, truth
 
 
@@ -148,7 +154,7 @@ def cmd_observe(args: argparse.Namespace) -> None:
 def cmd_attack(args: argparse.Namespace) -> None:
     from .observation import GroundTruth, Observation
     from .outdir import atomic_directory
-    from .attacks import create_attack
+    from .attacks import ATTACKS, create_attack
     from .runner import evaluate, run_attack, write_attack_outputs
 
     device = _check_device(args.device)
@@ -156,6 +162,13 @@ def cmd_attack(args: argparse.Namespace) -> None:
     for flag in ("iterations", "restarts"):
         if getattr(args, flag) is not None:
             options[flag] = getattr(args, flag)
+    if args.prior is not None:
+        from .priors import read_prior_info
+
+        if "prior" not in {f.name for f in dataclasses.fields(ATTACKS.get(args.attack).Config)}:
+            raise GradleakError(f"--prior applies to the generative-prior attacks (giz, gias), not {args.attack!r}")
+        read_prior_info(args.prior)  # a missing or corrupt prior fails before any long work
+        options["prior"] = str(args.prior)
     attack = create_attack(args.attack, **options)  # bad names/options fail before any long work
     config: dict[str, Any] = {"command": "attack", "version": __version__, "attack": args.attack,
                               "options": options, "seed": args.seed, "device": device}
@@ -175,7 +188,14 @@ def cmd_attack(args: argparse.Namespace) -> None:
             raise GradleakError("give --dataset and --model (or --observation DIR)")
         if args.ground_truth:
             raise GradleakError("--ground-truth only applies with --observation")
-        scenario, observation, truth = _simulate(args)
+        exclude = None
+        if args.attacker_split or getattr(attack, "uses_attacker_data", False):
+            from .priors import attacker_data
+
+            split = attacker_data(args.dataset, data_root=args.data_root, image_size=args.image_size,
+                                  grayscale=args.grayscale)
+            exclude, config["client_pool"] = split.client_exclusion, f"disjoint from the attacker's split: {split.rule}"
+        scenario, observation, truth = _simulate(args, exclude=exclude)
         config["scenario"] = scenario.to_json()
     reconstruction = run_attack(observation, attack=attack, seed=args.seed, device=device, show_progress=not args.quiet)
     metrics = evaluate(reconstruction, truth, observation=observation)
@@ -225,6 +245,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--iterations", type=int, default=None, help="optimisation iterations (attack default if omitted)")
     p.add_argument("--restarts", type=int, default=None, help="random restarts (attack default if omitted)")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="attack config option (repeatable)")
+    p.add_argument("--prior", type=Path, default=None, help="generator prior directory for giz/gias (`gradleak prior train`)")
+    p.add_argument("--attacker-split", action="store_true",
+                   help="draw the client's batch outside the attacker's own data split (automatic for giz/gias/giml)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--quiet", action="store_true", help="no progress bar")

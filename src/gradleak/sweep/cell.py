@@ -1,0 +1,92 @@
+"""Run one sweep cell: simulate the client, apply the defense, attack, score, write outputs.
+
+Pure composition of :func:`gradleak.scenario.simulate`, :func:`gradleak.attacks.create_attack`
+and :mod:`gradleak.runner`; the outputs of a cell are the standard ones of ``gradleak attack``
+(``config.json``, ``metrics.json``, ``reconstruction.png``, ...) in ``cells/<cell id>/``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .. import __version__
+from ..errors import GradleakError
+from ..observation import Observation
+from .grid import Cell
+
+SCALAR_METRICS = ("psnr", "ssim", "mse", "label_accuracy", "label_count_accuracy", "seconds", "gradient_loss")
+
+
+def _defenses_module() -> Any | None:
+    """``gradleak.defenses`` when it is installed in this version, else None."""
+    try:
+        return importlib.import_module("gradleak.defenses")
+    except ImportError:
+        return None
+
+
+def check_defense(spec: str) -> None:
+    """Fail early on a defense spec that cannot be applied."""
+    if spec == "none":
+        return
+    module = _defenses_module()
+    if module is None or not hasattr(module, "parse_defense"):
+        raise GradleakError(f"defense {spec!r} needs gradleak.defenses, which this version lacks; use 'none'")
+    module.parse_defense(spec)
+
+
+def apply_defense(spec: str, observation: Observation, *, generator: torch.Generator) -> Observation:
+    """The observation after the client applied defense ``spec`` to its update."""
+    if spec == "none":
+        return observation
+    module = _defenses_module()
+    if module is None or not hasattr(module, "apply_defense"):
+        raise GradleakError(f"defense {spec!r} cannot be applied: gradleak.defenses.apply_defense is missing")
+    return module.apply_defense(module.parse_defense(spec), observation, generator=generator)
+
+
+def cell_scenario(cell: Cell):
+    """The :class:`Scenario` of a cell (grid-wide settings plus the cell's axes)."""
+    from ..fl.protocol import Protocol
+    from ..scenario import Scenario
+
+    s = dict(cell.scenario)
+    protocol = Protocol(name=s.pop("protocol", "fedsgd"), lr=float(s.pop("local_lr", 0.1)),
+                        local_epochs=int(s.pop("local_epochs", 1)), local_batch_size=s.pop("local_batch_size", None))
+    return Scenario(dataset=cell.dataset, model=cell.model, batch_size=cell.batch_size, protocol=protocol,
+                    seed=cell.seed, **s)
+
+
+def run_cell(cell: Cell, *, cells_dir: str | Path, threads: int | None = None) -> dict[str, Any]:
+    """Run ``cell`` and return its journal record; failures become ``status: error`` records."""
+    from ..attacks import create_attack
+    from ..outdir import atomic_directory
+    from ..runner import evaluate, run_attack, write_attack_outputs
+    from ..scenario import simulate
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    start = time.perf_counter()
+    record: dict[str, Any] = {"cell": cell.id, "params": cell.to_json(), "version": __version__}
+    try:
+        attack = create_attack(cell.attack, **cell.attack_options)
+        scenario = cell_scenario(cell)
+        observation, truth = simulate(scenario)
+        observation = apply_defense(cell.defense, observation, generator=torch.Generator().manual_seed(cell.seed + 7919))
+        reconstruction = run_attack(observation, attack=attack, seed=cell.seed, show_progress=False)
+        metrics = evaluate(reconstruction, truth, observation=observation)
+        config = {"command": "sweep", "version": __version__, "cell": cell.id, "attack": cell.attack,
+                  "options": cell.attack_options, "seed": cell.seed, "defense": cell.defense,
+                  "scenario": scenario.to_json()}
+        with atomic_directory(Path(cells_dir) / cell.id) as tmp:
+            write_attack_outputs(tmp, config=config, metrics=metrics, reconstruction=reconstruction, truth=truth)
+        record.update(status="ok", metrics={k: metrics.get(k) for k in SCALAR_METRICS})
+    except (GradleakError, RuntimeError) as exc:  # a failing cell is recorded, the sweep goes on
+        record.update(status="error", error=f"{exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+    record["wall_seconds"] = time.perf_counter() - start
+    return record
