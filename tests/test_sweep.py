@@ -125,7 +125,7 @@ def test_report_mean_std_over_seeds(tmp_path):
     for name in ("summary.json", "summary.md", "psnr_vs_batch.png", "report.html"):
         assert (tmp_path / "report" / name).stat().st_size > 0
     assert "data:image/png;base64," in (tmp_path / "report" / "report.html").read_text()
-    assert "22.33 +- 3.51" in (tmp_path / "report" / "summary.md").read_text()
+    assert "23.00 +- 3.61" in (tmp_path / "report" / "summary.md").read_text()
 
 
 def test_report_of_non_sweep_directory_fails_cleanly(tmp_path, capsys):
