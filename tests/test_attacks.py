@@ -23,7 +23,7 @@ def _psnr(reconstruction, truth) -> float:
 
 def test_registry_lists_the_attacks():
     assert {"dlg", "idlg", "ig"} <= set(ATTACKS.names())
-    with pytest.raises(UnknownNameError, match="dlg, idlg, ig"):
+    with pytest.raises(UnknownNameError, match=r"unknown attack 'dlgg'; choose one of: .*dlg, .*idlg, ig"):
         create_attack("dlgg")
 
 

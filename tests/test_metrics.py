@@ -221,8 +221,8 @@ def test_evaluate_images_flat_jsonable_dict(monkeypatch: pytest.MonkeyPatch) -> 
         )
     assert json.loads(json.dumps(out)) == out
     assert set(out) == {
-        "mse", "psnr", "ssim", "lpips", "label_accuracy", "label_count_accuracy",
-        "psnr_per_sample", "ssim_per_sample", "assignment",
+        "mse", "psnr", "ssim", "fsim", "lpips", "label_accuracy", "label_count_accuracy",
+        "psnr_per_sample", "ssim_per_sample", "fsim_per_sample", "assignment",
     }
     assert out["lpips"] is None
     assert out["label_accuracy"] == 1.0 and out["label_count_accuracy"] == 1.0

@@ -12,6 +12,7 @@ from gradleak.metrics.image import (
     ssim,
     ssim_window,
 )
+from gradleak.metrics.fsim import fsim
 from gradleak.metrics.matching import assign, label_accuracy, label_count_accuracy, pairwise_mse
 
 __all__ = [
@@ -20,6 +21,7 @@ __all__ = [
     "Scores",
     "assign",
     "evaluate_images",
+    "fsim",
     "label_accuracy",
     "label_count_accuracy",
     "mse",

@@ -142,8 +142,8 @@ def evaluate_images(
 ) -> dict[str, Any]:
     """Assign reconstructions to truths (Hungarian, on MSE), then score: a flat JSON-able dict.
 
-    Keys: ``mse``, ``psnr``, ``ssim``, ``lpips``, ``label_accuracy``,
-    ``label_count_accuracy``, ``psnr_per_sample``, ``ssim_per_sample`` (truth order),
+    Keys: ``mse``, ``psnr``, ``ssim``, ``fsim`` (FSIMc for RGB), ``lpips``, ``label_accuracy``,
+    ``label_count_accuracy``, ``psnr_per_sample``, ``ssim_per_sample``, ``fsim_per_sample`` (truth order),
     ``assignment`` (``reconstruction[assignment[i]]`` matched to ``truth[i]``).
     ``lpips`` is None unless ``lpips_fn(aligned_reconstruction, truth)`` (per-sample or
     scalar distances, images in [0, data_range]) is given; label scores are None unless both
@@ -154,6 +154,9 @@ def evaluate_images(
     mse_s = mse(aligned, truth, data_range=data_range)
     psnr_s = psnr(aligned, truth, data_range=data_range)
     ssim_s = ssim(aligned, truth, data_range=data_range)
+    from gradleak.metrics.fsim import fsim  # lazy: fsim.py builds on this module
+
+    fsim_s = fsim(aligned, truth, data_range=data_range)
     if lpips_fn is None:
         _warn_lpips_once()
         lpips = None
@@ -165,10 +168,12 @@ def evaluate_images(
         "mse": mse_s.mean,
         "psnr": psnr_s.mean,
         "ssim": ssim_s.mean,
+        "fsim": fsim_s.mean,
         "lpips": lpips,
         "label_accuracy": label_accuracy(recon_labels, true_labels, perm) if have_labels else None,
         "label_count_accuracy": label_count_accuracy(recon_labels, true_labels) if have_labels else None,
         "psnr_per_sample": psnr_s.per_sample.tolist(),
         "ssim_per_sample": ssim_s.per_sample.tolist(),
+        "fsim_per_sample": fsim_s.per_sample.tolist(),
         "assignment": perm.tolist(),
     }
