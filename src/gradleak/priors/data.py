@@ -1,0 +1,73 @@
+"""The attacker's own data: disjoint from every batch a simulated client can hold.
+
+A curious server trains its prior (or meta-learns one, GIML) on public data of the same kind,
+never on the client's images. How that split is made depends on the data set:
+
+* Sets with an official split (MedMNIST): clients draw from ``train`` (what
+  :func:`gradleak.scenario.simulate` loads); the attacker uses ``val`` + ``test``.
+* ``histology`` (one slide cut into half-overlapping patches): the attacker owns the right
+  part of the slide, patches whose left edge is at ``x >= ATTACKER_FROM`` of the slide width;
+  clients must not hold any patch that shares a pixel with it, so :func:`client_exclusion`
+  lists every patch reaching past that line (the simulation draws from the rest).
+* Other embedded sets without a split (faces, digits): a fixed, seeded ``ATTACKER_SHARE`` of
+  the samples; clients are excluded from them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..data import Dataset, load_dataset
+from ..errors import DataError
+
+ATTACKER_FROM = 0.6  # histology: the attacker's patches start at 60 % of the slide width (~40 % of patches)
+ATTACKER_SHARE = 0.4  # other split-less sets: share of samples that are the attacker's
+SPLIT_SEED = 1234  # fixed permutation seed: the same split for every run and user
+
+
+@dataclass(frozen=True)
+class AttackerData:
+    """The attacker's training images and how they were chosen (recorded in the prior's JSON)."""
+
+    data: Dataset
+    rule: str  # human-readable description of the split
+    client_exclusion: torch.Tensor | None  # indices (into the client's pool) clients never hold
+
+
+def _histology_masks(data: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
+    """(attacker patches, patches sharing a pixel with the attacker's region) on the grid."""
+    rows, cols = data.meta["grid"]
+    stride, size = data.meta["stride"], data.meta["patch_size"]
+    width = (cols - 1) * stride + size
+    split_x = int(round(ATTACKER_FROM * width))
+    x0 = (torch.arange(len(data)) % cols) * stride
+    return x0 >= split_x, x0 + size > split_x
+
+
+def attacker_data(
+    name: str, *, data_root: str | None = None, image_size: int | None = None, grayscale: bool = False
+) -> AttackerData:
+    """The attacker's split of data set ``name`` (see the module docstring)."""
+    pool = load_dataset(name, data_root=data_root, image_size=image_size, grayscale=grayscale, split="train")
+    if pool.meta.get("split", "all") != "all":  # an official split exists
+        parts = [load_dataset(name, data_root=data_root, image_size=image_size, grayscale=grayscale, split=s)
+                 for s in ("val", "test")]
+        data = Dataset(name=pool.name, inputs=torch.cat([p.inputs for p in parts]),
+                       labels=torch.cat([p.labels for p in parts]), class_names=pool.class_names,
+                       source=pool.source, kind=pool.kind, data_range=pool.data_range, meta=dict(pool.meta))
+        return AttackerData(data, "official val + test splits (clients draw from train)", None)
+    if "grid" in pool.meta and "stride" in pool.meta:
+        mine, touching = _histology_masks(pool)
+        rule = (f"patches right of {ATTACKER_FROM:.0%} of the slide width; clients never hold a patch "
+                f"sharing a pixel with them")
+        return AttackerData(pool.without(torch.nonzero(~mine).flatten()), rule, torch.nonzero(touching).flatten())
+    perm = torch.randperm(len(pool), generator=torch.Generator().manual_seed(SPLIT_SEED))
+    mine = perm[: int(round(ATTACKER_SHARE * len(pool)))].sort().values
+    keep = torch.ones(len(pool), dtype=torch.bool)
+    keep[mine] = False
+    rule = f"fixed {ATTACKER_SHARE:.0%} of the samples (permutation seed {SPLIT_SEED}); clients draw from the rest"
+    if len(mine) < 1:
+        raise DataError(f"dataset {name!r} is too small to give the attacker its own split")
+    return AttackerData(pool.without(torch.nonzero(keep).flatten()), rule, mine)
