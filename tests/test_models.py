@@ -34,7 +34,7 @@ def make(name: str, shape=(3, 32, 32), num_classes: int = 3, seed: int = 0, **op
 
 
 def test_all_models_registered():
-    assert MODELS.names() == sorted(NAMES)
+    assert set(NAMES) <= set(MODELS.names())  # image models; record models are tested in test_tabular_models
 
 
 @pytest.mark.parametrize("shape", SHAPES)
@@ -199,7 +199,7 @@ def test_bad_shapes():
 def test_list_models_is_json_with_defaults():
     listing = json.loads(json.dumps(list_models()))
     by_name = {m["name"]: m for m in listing}
-    assert set(by_name) == set(NAMES)
+    assert set(NAMES) <= set(by_name)
     assert by_name["convnet"]["options"] == {"width": 64}
     assert by_name["mlp"]["options"]["hidden"] == [256, 256]
     assert by_name["resnet18"]["option_details"]["activation"]["choices"][:2] == ["relu", "sigmoid"]

@@ -29,7 +29,7 @@ class _Parser(argparse.ArgumentParser):
 # Modules under gradleak/commands/ that add a sub-command: each defines ``register(sub)``, which
 # adds its parser(s) with ``set_defaults(func=...)``; the function raises GradleakError for bad
 # input. Shared helpers (_scenario_arguments, _simulate, _key_values, ...) are importable from here.
-COMMAND_MODULES: tuple[str, ...] = ("sweep", "prior", "defend")
+COMMAND_MODULES: tuple[str, ...] = ("sweep", "prior", "defend", "tune")
 
 
 # ---------------------------------------------------------------------------- arguments
@@ -201,7 +201,8 @@ def cmd_attack(args: argparse.Namespace) -> None:
     metrics = evaluate(reconstruction, truth, observation=observation)
     with atomic_directory(args.out) as tmp:
         write_attack_outputs(tmp, config=config, metrics=metrics, reconstruction=reconstruction, truth=truth)
-    shown = {k: metrics.get(k) for k in ("psnr", "ssim", "mse", "label_accuracy", "seconds")}
+    keys = ("fmse", "similarity", "feature_accuracy") if "fmse" in metrics else ("psnr", "ssim", "mse")
+    shown = {k: metrics.get(k) for k in (*keys, "label_accuracy", "seconds")}
     print(" ".join(f"{k}={_fmt(v)}" for k, v in shown.items()) + f"  -> {args.out}")
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from tqdm import tqdm
@@ -19,6 +19,9 @@ from .metrics import evaluate_images
 from .observation import GroundTruth, Observation
 from .outdir import write_json
 from .report.plots import save_image_grid, save_loss_plot
+from .data.schema import RECORD_KINDS, RecordSchema
+from .metrics.tabular import NULL_RECORD_METRICS, evaluate_records
+from .report.heatmaps import ordered, save_record_heatmaps
 
 
 def run_attack(
@@ -38,6 +41,30 @@ def run_attack(
         return attack.run(observation, generator=generator, device=device, progress=bar.update)
 
 
+def _record_metrics(reconstruction: Reconstruction, truth: GroundTruth | None, *, observation: Observation) -> dict[str, Any]:
+    """Health records (tables, time series): FMSE, similarity, feature accuracy (metrics.tabular)."""
+    if truth is None:
+        return {**NULL_RECORD_METRICS, "note": "no ground truth given: record and label metrics are unavailable"}
+    raw = observation.data.get("schema")
+    return evaluate_records(
+        reconstruction=reconstruction.inputs, truth=truth.inputs,
+        schema=None if raw is None else RecordSchema.from_json(raw),
+        recon_labels=reconstruction.labels, true_labels=truth.labels,
+    )
+
+
+def _record_pictures(directory: Path, *, metrics: dict[str, Any], reconstruction: Reconstruction,
+                     truth: GroundTruth | None) -> None:
+    recon = ordered(reconstruction.inputs, metrics.get("assignment"))
+    save_record_heatmaps(None if truth is None else truth.inputs, recon, directory / "reconstruction.png",
+                         title=f"{reconstruction.attack}: truth vs reconstruction")
+
+
+# Metrics and pictures per data kind (Observation.data['kind']); kinds not listed are images.
+KIND_METRICS: dict[str, Callable[..., dict[str, Any]]] = {kind: _record_metrics for kind in RECORD_KINDS}
+KIND_PICTURES: dict[str, Callable[..., None]] = {kind: _record_pictures for kind in RECORD_KINDS}
+
+
 def evaluate(reconstruction: Reconstruction, truth: GroundTruth | None, *, observation: Observation) -> dict[str, Any]:
     """The flat ``metrics.json`` record; image metrics are null without ground truth."""
     record: dict[str, Any] = {
@@ -48,8 +75,12 @@ def evaluate(reconstruction: Reconstruction, truth: GroundTruth | None, *, obser
         "label_method": reconstruction.label_method,
         "ground_truth": truth is not None,
     }
+    kind = str(observation.data.get("kind", "image"))
+    if kind in KIND_METRICS:
+        record.update({"data_kind": kind, **KIND_METRICS[kind](reconstruction, truth, observation=observation)})
+        return record
     if truth is None:
-        record.update({"psnr": None, "ssim": None, "mse": None, "lpips": None, "label_accuracy": None,
+        record.update({"psnr": None, "ssim": None, "fsim": None, "mse": None, "lpips": None, "label_accuracy": None,
                        "note": "no ground truth given: image and label metrics are unavailable"})
         return record
     lo, hi = float(observation.data.get("min", 0.0)), float(observation.data.get("max", 1.0))
@@ -72,13 +103,17 @@ def write_attack_outputs(
     """Write the standard outputs of one attack run into ``directory``."""
     write_json(directory / "config.json", {**config, "attack_summary": reconstruction.summary()})
     write_json(directory / "metrics.json", metrics)
-    recon = reconstruction.inputs.clamp(0, 1)
-    if truth is not None:
-        order = torch.as_tensor(metrics["assignment"], dtype=torch.long)
-        rows, labels = [truth.inputs.clamp(0, 1), recon[order]], ["truth", reconstruction.attack]
+    picture = KIND_PICTURES.get(str(metrics.get("data_kind", "image")))
+    if picture is not None:
+        picture(directory, metrics=metrics, reconstruction=reconstruction, truth=truth)
     else:
-        rows, labels = [recon], [reconstruction.attack]
-    save_image_grid(rows, directory / "reconstruction.png", row_labels=labels)
+        recon = reconstruction.inputs.clamp(0, 1)
+        if truth is not None:
+            order = torch.as_tensor(metrics["assignment"], dtype=torch.long)
+            rows, labels = [truth.inputs.clamp(0, 1), recon[order]], ["truth", reconstruction.attack]
+        else:
+            rows, labels = [recon], [reconstruction.attack]
+        save_image_grid(rows, directory / "reconstruction.png", row_labels=labels)
     save_loss_plot(reconstruction.restart_traces, directory / "loss.png",
                    title=f"{reconstruction.attack}: gradient loss", chosen=reconstruction.chosen_restart)
     reconstruction.save(directory)

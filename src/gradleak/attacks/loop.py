@@ -19,6 +19,13 @@ from ..registry import Registry
 
 Objective = Callable[[], torch.Tensor]
 
+# lr factor as a function of the fraction of the run done (Adam only)
+ANNEALING: dict[str, Callable[[float], float]] = {
+    "none": lambda _f: 1.0,
+    "cosine": lambda f: 0.5 * (1.0 + math.cos(math.pi * f)),
+    "linear": lambda f: 1.0 - f,
+}
+
 
 @dataclass(frozen=True)
 class LoopSettings:
@@ -29,8 +36,13 @@ class LoopSettings:
     step_decay: bool = False  # lr x 0.1 at 3/8, 5/8 and 7/8 of the iterations (IG)
     box: tuple[float, float] | None = None  # clamp data variables into this range after each step
     lbfgs_inner: int = 20  # L-BFGS: evaluations per step (torch's max_iter; DLG uses 20)
+    anneal: str = "none"  # Adam: lr annealed to 0 over the run, "cosine" or "linear" (tabular attack)
 
     def __post_init__(self) -> None:
+        if self.anneal not in ANNEALING:
+            raise GradleakError(f"unknown annealing {self.anneal!r}; choose one of: {', '.join(ANNEALING)}")
+        if self.anneal != "none" and self.step_decay:
+            raise GradleakError("choose either step_decay or anneal, not both")
         if self.iterations < 1:
             raise GradleakError(f"iterations must be >= 1, got {self.iterations}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
@@ -58,6 +70,9 @@ def _adam_loop(
     n = settings.iterations
     milestones = [int(n * f) for f in (3 / 8, 5 / 8, 7 / 8)] if settings.step_decay else []
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=milestones, gamma=0.1)
+    if settings.anneal != "none":
+        factor = ANNEALING[settings.anneal]
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda it: factor(it / n))
     trace: list[float] = []
     for it in range(n):
         loss = objective()

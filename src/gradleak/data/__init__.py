@@ -6,6 +6,9 @@ Registered sets (each module registers itself in :data:`DATASETS`):
 - ``faces``: scikit-image LFW subset, face / non-face, 1 x 25 x 25 (offline).
 - ``digits``: scikit-learn digits, 10 classes, 1 x 8 x 8 (offline).
 - ``medmnist:<flag>``: official MedMNIST ``.npz`` files from a local folder.
+- ``mimic3-ihm``: the MIMIC-III in-hospital-mortality benchmark files (``--data-root``), 48 x 76.
+- ``ihm-synthetic``: SYNTHETIC stays written in that format and read back, 48 x 76.
+- ``breast-cancer`` (scikit-learn WDBC, 30 columns) and ``csv`` (a user's table), flat rows.
 
 Names may be parametric: the text before ``':'`` is the registry key, the rest the variant.
 Loading is deterministic: the same arguments give bit-identical tensors.
@@ -16,7 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import DataError, UnknownNameError
-from . import digits, faces, histology, medmnist  # noqa: F401  (modules register themselves)
+from . import digits, faces, histology, ihm_synthetic, medmnist, mimic3, tabular  # noqa: F401  (modules register themselves)
 from .base import Dataset
 from .entry import DATASETS, SPLITS, DatasetEntry, LoadRequest, register_dataset
 from .transforms import check_image_size, resize_images, to_grayscale

@@ -1,0 +1,145 @@
+"""Record models, the tabular attack's regularizers and projection, record metrics, tuning, CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from gradleak.attacks import create_attack
+from gradleak.attacks.tabular import REGULARIZERS, RecordLayout, project
+from gradleak.cli import main
+from gradleak.data.mimic3 import SCHEMA
+from gradleak.errors import GradleakError, ShapeError
+from gradleak.metrics.tabular import evaluate_records
+from gradleak.models import build_model, classifier_layer
+from gradleak.scenario import Scenario, simulate
+
+LAYOUT = RecordLayout.from_schema(SCHEMA, columns=76, device=torch.device("cpu"))
+
+
+@pytest.mark.parametrize("name", ["logreg", "mlp", "gru", "lstm"])
+def test_record_models_shape_and_double_backprop(name):
+    torch.manual_seed(0)
+    model = build_model(name, input_shape=(6, 5), num_classes=2, **({"hidden": [8]} if name == "mlp" else {}))
+    x = torch.randn(3, 6, 5, requires_grad=True)
+    out = model(x)
+    assert out.shape == (3, 2) and classifier_layer(model).out_features == 2
+    grads = torch.autograd.grad(out.logsumexp(1).sum(), list(model.parameters()), create_graph=True)
+    (gx,) = torch.autograd.grad(sum((g**2).sum() for g in grads), x)
+    assert float(gx.abs().sum()) > 0
+
+
+def test_recurrent_models_need_time_series():
+    with pytest.raises(ShapeError, match="time-series"):
+        build_model("gru", input_shape=(1, 8, 8), num_classes=2)
+
+
+def test_temporal_tv():
+    flat_in_time = torch.randn(2, 1, 76).expand(2, 48, 76)
+    assert float(REGULARIZERS.get("tv_weight")(flat_in_time, LAYOUT)) == 0.0
+    x = torch.zeros(1, 48, 76)
+    x[0, 1::2] = 1.0  # alternates every hour
+    assert float(REGULARIZERS.get("tv_weight")(x, LAYOUT)) == pytest.approx(1.0)
+    assert float(REGULARIZERS.get("tv_weight")(torch.randn(3, 30), LAYOUT)) == 0.0  # flat rows: no time axis
+
+
+def test_binary_constraint_only_on_binary_columns():
+    x = torch.randint(0, 2, (2, 48, 76)).float()
+    x[..., ~LAYOUT.binary] = 3.7  # continuous columns are free
+    assert float(REGULARIZERS.get("binary_weight")(x, LAYOUT)) == 0.0
+    x[..., LAYOUT.binary] = 0.5
+    assert float(REGULARIZERS.get("binary_weight")(x, LAYOUT)) == pytest.approx(0.25)
+
+
+def test_nuclear_norm_matches_numpy():
+    x = torch.randn(2, 48, 76, dtype=torch.float64)
+    expected = np.mean([np.linalg.norm(m, ord="nuc") for m in x.numpy()])
+    assert float(REGULARIZERS.get("nuclear_weight")(x, LAYOUT)) == pytest.approx(expected)
+    low_rank = torch.outer(torch.randn(48), torch.randn(76)).unsqueeze(0)
+    assert float(REGULARIZERS.get("nuclear_weight")(low_rank, LAYOUT)) == pytest.approx(float(low_rank.norm()), rel=1e-5)
+
+
+def test_projection_makes_groups_one_hot_and_masks_binary():
+    x = torch.rand(2, 48, 76)
+    y = project(x, LAYOUT)
+    for start, stop in LAYOUT.groups:
+        assert torch.all(y[..., start:stop].sum(-1) == 1)
+        assert torch.equal(y[..., start:stop].argmax(-1), x[..., start:stop].argmax(-1))
+    assert set(y[..., LAYOUT.flags].unique().tolist()) <= {0.0, 1.0}
+    cont = ~LAYOUT.binary
+    assert torch.equal(y[..., cont], x[..., cont])
+
+
+def test_record_metrics_after_matching():
+    torch.manual_seed(0)
+    truth = project(torch.randn(3, 48, 76), LAYOUT)
+    perm = torch.tensor([2, 0, 1])
+    recon = torch.empty_like(truth)
+    recon[perm] = truth
+    true_labels = torch.tensor([1, 0, 0])
+    recon_labels = torch.empty_like(true_labels)
+    recon_labels[perm] = true_labels
+    m = evaluate_records(reconstruction=recon, truth=truth, schema=SCHEMA, recon_labels=recon_labels,
+                         true_labels=true_labels)
+    assert m["fmse"] == 0.0 and m["similarity"] == pytest.approx(1.0) and m["feature_accuracy"] == 1.0
+    assert m["assignment"] == perm.tolist() and m["label_accuracy"] == 1.0
+    wrong = truth.clone()
+    wrong[0, 0, 0:2] = torch.tensor([0.0, 1.0]) if truth[0, 0, 0] == 1 else torch.tensor([1.0, 0.0])  # capillary refill
+    wrong[1, :, SCHEMA.column_names.index("Glucose")] += 0.05  # within the tolerance
+    wrong[2, :, SCHEMA.column_names.index("Heart Rate")] += 0.5  # outside it
+    m = evaluate_records(reconstruction=wrong, truth=truth, schema=SCHEMA)
+    assert m["categorical_accuracy"] == pytest.approx(1 - 1 / (3 * 48 * 5))
+    assert m["mask_accuracy"] == 1.0
+    assert m["continuous_accuracy"] == pytest.approx(1 - 48 / (3 * 48 * 12))
+
+
+def test_attack_recovers_a_table_row_and_modes_differ():
+    obs, truth = simulate(Scenario(dataset="breast-cancer", model="logreg", batch_size=1, seed=1))
+    assert "schema" in obs.data and len(obs.data["prior"]["mean"]) == 30
+    rec = create_attack("tabular", iterations=1000).run(obs, generator=torch.Generator().manual_seed(0))
+    m = evaluate_records(reconstruction=rec.inputs, truth=truth.inputs)
+    assert m["fmse"] < 0.01 and m["similarity"] > 0.9999  # measured 3.4e-3 and 0.99999
+    naive = create_attack("tabular", mode="naive", iterations=5)
+    assert naive.config.tv_weight == 0.1 and naive.config.anneal == "linear"
+    assert create_attack("tabular").config.anneal == "cosine"
+
+
+def test_attack_config_errors(tmp_path):
+    with pytest.raises(GradleakError, match="unknown mode"):
+        create_attack("tabular", mode="clever")
+    with pytest.raises(GradleakError, match="tv_weight"):
+        create_attack("tabular", tv_weight=-1.0)
+    bad = tmp_path / "w.json"
+    bad.write_text(json.dumps({"format": "something"}))
+    with pytest.raises(GradleakError, match="gradleak tune"):
+        create_attack("tabular", weights_file=str(bad))
+
+
+def test_tune_tiny_budget_writes_weights_the_attack_accepts(tmp_path, capsys):
+    pytest.importorskip("optuna")
+    out = tmp_path / "tune"
+    code = main(["tune", "--dataset", "breast-cancer", "--model", "logreg", "--trials", "2", "--batches", "1",
+                 "--iterations", "10", "--quiet", "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
+    result = json.loads((out / "weights.json").read_text())
+    assert result["sampler"] == "tpe" and len(result["trials"]) == 2
+    assert result["scenario"]["split"] == "test"  # the attacker's own data, never the clients' split
+    assert result["weights"]["tv_weight"] == 0.0  # flat rows have no time axis
+    assert 1e-8 <= result["weights"]["nuclear_weight"] <= 1.0
+    attack = create_attack("tabular", weights_file=str(out / "weights.json"))
+    assert attack.config.nuclear_weight == pytest.approx(result["weights"]["nuclear_weight"])
+    assert (out / "tuning.png").is_file()
+
+
+def test_cli_attack_on_ihm_synthetic_writes_record_metrics_and_heatmap(tmp_path):
+    out = tmp_path / "run"
+    code = main(["attack", "--dataset", "ihm-synthetic", "--model", "logreg", "--attack", "tabular",
+                 "--batch-size", "2", "--iterations", "5", "--seed", "0", "--quiet", "--out", str(out)])
+    assert code == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert {"fmse", "similarity", "feature_accuracy", "mask_accuracy"} <= set(metrics)
+    assert metrics["data_kind"] == "timeseries" and 0 <= metrics["feature_accuracy"] <= 1
+    assert (out / "reconstruction.png").stat().st_size > 1000
