@@ -8,12 +8,13 @@ disjoint from the client's batch, run the client protocol, and split the outcome
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Callable
 
 import torch
 
 from .data import load_dataset
+from .data.schema import public_knowledge
 from .fl.protocol import Protocol, client_update
 from .fl.training import pretrain
 from .models import complete_spec, create_model
@@ -40,6 +41,8 @@ class Scenario:
     grayscale: bool = False  # convert images to one channel
     data_root: str | None = None  # where files such as MedMNIST .npz live
     model_options: dict[str, Any] = field(default_factory=dict)  # model constructor options
+    defense: str | None = None  # defense spec the client applies (gradleak.defenses), None = no defense
+    split: str = "train"  # data split the client's batch comes from (tuning uses the attacker's "test")
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -57,8 +60,16 @@ def simulate(
     ``exclude``: dataset indices the client never holds (the attacker's own public data, see
     :mod:`gradleak.priors.data`); the batch is drawn from the rest, indices stay dataset-wide.
     """
+    defense = None
+    if scenario.defense is not None:  # may change batch size, protocol and model (see Defense)
+        from .defenses import parse_defense
+
+        defense = parse_defense(scenario.defense)
+        scenario = replace(scenario, batch_size=defense.batch_size(scenario.batch_size),
+                           protocol=defense.protocol(scenario.protocol))
     data = load_dataset(
-        scenario.dataset, data_root=scenario.data_root, image_size=scenario.image_size, grayscale=scenario.grayscale
+        scenario.dataset, data_root=scenario.data_root, image_size=scenario.image_size, grayscale=scenario.grayscale,
+        split=scenario.split,
     )
     generator = torch.Generator().manual_seed(scenario.seed)
     if exclude is None:
@@ -72,6 +83,7 @@ def simulate(
         name=scenario.model, input_shape=data.input_shape, num_classes=data.num_classes,
         options=dict(scenario.model_options),
     ))
+    spec = defense.model_spec(spec) if defense is not None else spec
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(scenario.seed)
         model = create_model(spec)
@@ -81,7 +93,11 @@ def simulate(
     model.train(scenario.train_mode)
     state = {k: v.detach().clone() for k, v in model.named_parameters()}
     buffers = {k: v.detach().clone() for k, v in model.named_buffers()}
-    update = client_update(model, inputs=inputs, labels=labels, protocol=scenario.protocol)
+    if defense is None:
+        update = client_update(model, inputs=inputs, labels=labels, protocol=scenario.protocol)
+    else:
+        update = defense.shared_update(model, inputs=inputs, labels=labels, protocol=scenario.protocol,
+                                       generator=generator)
     observation = Observation(
         model=spec,
         parameters=state,
@@ -91,7 +107,8 @@ def simulate(
         update=update,
         num_samples=scenario.batch_size,
         labels=labels.clone() if scenario.share_labels else None,
+        defense=defense.describe() if defense is not None else None,
         data={"dataset": data.name, "kind": data.kind, "min": 0.0, "max": float(data.data_range),
-              "class_names": list(data.class_names)},
+              "class_names": list(data.class_names), **public_knowledge(data, exclude=indices)},
     )
     return observation, GroundTruth(inputs=inputs, labels=labels, indices=indices)

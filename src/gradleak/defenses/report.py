@@ -1,0 +1,62 @@
+"""Outputs of a defense evaluation: markdown table and the privacy-utility frontier plot."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+COLUMNS = (
+    ("defense", "defense", "{}"),
+    ("client_accuracy", "client acc.", "{:.3f}"),
+    ("psnr", "PSNR (dB)", "{:.2f}"),
+    ("ssim", "SSIM", "{:.3f}"),
+    ("mse", "MSE", "{:.4f}"),
+    ("attacker_accuracy", "attacker acc.", "{:.3f}"),
+    ("epsilon", "epsilon", "{:.2f}"),
+)
+
+
+def _cell(row: dict[str, Any], key: str, fmt: str) -> str:
+    value = row.get(key)
+    if value is None:
+        return "-"
+    text = fmt.format(value)
+    std = row.get(f"{key}_std")
+    return f"{text} ± {fmt.format(std).lstrip()}" if std else text
+
+
+def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
+    """One line per defense; ``mean ± std`` over the attacked updates where there are several."""
+    head = "| " + " | ".join(title for _, title, _ in COLUMNS) + " | attacker knowledge |"
+    rule = "|" + "---|" * (len(COLUMNS) + 1)
+    lines = [head, rule]
+    for r in rows:
+        cells = [_cell(r, key, fmt) for key, _, fmt in COLUMNS]
+        lines.append("| " + " | ".join(cells) + f" | {r.get('attacker_knowledge', '')} |")
+    return "\n".join(lines) + "\n"
+
+
+def save_frontier_plot(rows: Sequence[dict[str, Any]], path: str | Path, *, title: str = "") -> Path:
+    """Client accuracy against attack PSNR, one labelled point per defense setting.
+
+    Lower-right is bad (leaks and costs accuracy); the upper-left points are the useful ones.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from ..report.plots import _atomic_write
+
+    fig = Figure(figsize=(6.4, 4.4), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    for r in rows:
+        if r.get("psnr") is None or r.get("client_accuracy") is None:
+            continue
+        ax.errorbar(r["psnr"], r["client_accuracy"], xerr=r.get("psnr_std") or 0.0, fmt="o", capsize=3)
+        ax.annotate(r["defense"], (r["psnr"], r["client_accuracy"]), textcoords="offset points", xytext=(5, 4),
+                    fontsize="small")
+    ax.set(xlabel="attack PSNR (dB, lower = more private)", ylabel="client test accuracy",
+           title=title or "privacy-utility frontier")
+    ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    return _atomic_write(path, lambda handle: fig.savefig(handle, format="png", dpi=100))
