@@ -1,0 +1,86 @@
+"""CI-Net: generator shapes and box, automatic over-parameterization, the search itself."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from gradleak.attacks import ATTACKS, create_attack
+from gradleak.attacks.cinet import CINetConfig, CINetGenerator, choose_width, generator_parameters, grown_side
+from gradleak.errors import GradleakError
+from gradleak.metrics import evaluate_images
+
+from conftest import make_observation
+
+
+def _generator(channels, height, width, features=8, box=(0.0, 1.0), upsample="bilinear"):
+    return CINetGenerator(channels=channels, height=height, width=width, features=features, latent_dim=16,
+                          convs_per_stage=2, upsample=upsample, box=box)
+
+
+@pytest.mark.parametrize("channels,height,width", [(1, 8, 8), (3, 16, 16), (1, 28, 28), (3, 32, 32), (3, 64, 64), (1, 28, 20)])
+def test_generator_shape_box_and_parameter_count(channels, height, width):
+    gen = _generator(channels, height, width, box=(-0.5, 2.0))
+    with torch.no_grad():
+        x = gen(torch.randn(3, 16))
+    assert x.shape == (3, channels, height, width)
+    assert float(x.min()) >= -0.5 and float(x.max()) <= 2.0
+    assert gen.stages == {8: 1, 16: 2, 28: 3, 32: 3, 64: 4}[max(height, width)]
+    assert sum(p.numel() for p in gen.parameters()) == generator_parameters(
+        channels=channels, side=max(height, width), features=8, latent_dim=16, convs_per_stage=2)
+
+
+def test_grown_side():
+    assert [grown_side(s) for s in (4, 5, 8, 28, 32, 33, 64)] == [4, 8, 8, 32, 32, 64, 64]
+
+
+def test_samples_are_independent():
+    """No batch statistics: sample i's image depends on z0[i] only (batch 1..64 all work)."""
+    gen = _generator(1, 16, 16)
+    z = torch.randn(5, 16)
+    with torch.no_grad():
+        full, alone = gen(z), gen(z[2:3])
+    torch.testing.assert_close(full[2:3], alone)
+
+
+@pytest.mark.parametrize("victim", [1_000, 46_322, 2_886_530])
+def test_automatic_width_is_the_smallest_overparameterized(victim):
+    cfg = CINetConfig()
+    w = choose_width(victim_parameters=victim, channels=3, side=32, cfg=cfg)
+    count = lambda f: generator_parameters(channels=3, side=32, features=f, latent_dim=cfg.latent_dim, convs_per_stage=2)
+    assert w % 8 == 0 and count(w) > victim
+    assert w == 8 or count(w - 8) <= victim
+    assert choose_width(victim_parameters=victim, channels=3, side=32, cfg=CINetConfig(width=24)) == 24
+    assert choose_width(victim_parameters=10**12, channels=3, side=32, cfg=cfg) == cfg.max_width
+
+
+def test_bad_config():
+    for bad in ({"width": -1}, {"upsample": "area"}, {"param_ratio": 0.0}, {"iterations": 0}, {"distance": "l3"}):
+        with pytest.raises(GradleakError):
+            create_attack("cinet", **bad)
+    assert "cinet" in ATTACKS.names()
+
+
+def test_cinet_search_lowers_the_gradient_loss_and_stays_in_box():
+    obs, truth = make_observation(dataset="digits", model="lenet", batch_size=4, image_size=16, seed=1)
+    rec = create_attack("cinet", iterations=40, lr=1e-3).run(obs, generator=torch.Generator().manual_seed(0))
+    assert rec.inputs.shape == truth.inputs.shape and torch.isfinite(rec.inputs).all()
+    assert float(rec.inputs.min()) >= 0.0 and float(rec.inputs.max()) <= 1.0
+    assert len(rec.loss_trace) == 40 and rec.gradient_loss < 0.5 * rec.loss_trace[0]
+    assert rec.label_method.startswith("llg") and any("P(G)" in n for n in rec.notes)
+    again = create_attack("cinet", iterations=40, lr=1e-3).run(obs, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(rec.inputs, again.inputs)  # same seed, same numbers
+    scores = evaluate_images(reconstruction=rec.inputs, truth=truth.inputs)
+    assert 0.0 < scores["fsim"] <= 1.0
+
+
+@pytest.mark.slow
+def test_cinet_beats_pixel_space_ig_at_batch_8():
+    obs, truth = make_observation(dataset="digits", model="convnet", batch_size=8, image_size=16, seed=0,
+                                  model_options={"width": 8})
+    gen = lambda: torch.Generator().manual_seed(0)
+    ci = create_attack("cinet", iterations=300).run(obs, generator=gen())
+    ig = create_attack("ig", iterations=300).run(obs, generator=gen())
+    s_ci = evaluate_images(reconstruction=ci.inputs, truth=truth.inputs)["ssim"]
+    s_ig = evaluate_images(reconstruction=ig.inputs.clamp(0, 1), truth=truth.inputs)["ssim"]
+    assert s_ci > s_ig + 0.1
