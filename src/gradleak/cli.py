@@ -10,6 +10,7 @@ import argparse
 import dataclasses
 import importlib
 import json
+import pkgutil
 import sys
 import warnings
 from pathlib import Path
@@ -26,10 +27,15 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-# Modules under gradleak/commands/ that add a sub-command: each defines ``register(sub)``, which
+# Every module under gradleak/commands/ adds a sub-command: each defines ``register(sub)``, which
 # adds its parser(s) with ``set_defaults(func=...)``; the function raises GradleakError for bad
-# input. Shared helpers (_scenario_arguments, _simulate, _key_values, ...) are importable from here.
-COMMAND_MODULES: tuple[str, ...] = ("sweep", "prior", "defend", "tune")
+# input. They are discovered, not listed, so a new command touches no shared file. Shared helpers
+# (_scenario_arguments, _simulate, _key_values, ...) are importable from here.
+def command_modules() -> list[str]:
+    """Names of the sub-command modules in :mod:`gradleak.commands`, sorted."""
+    from . import commands
+
+    return sorted(m.name for m in pkgutil.iter_modules(commands.__path__) if not m.name.startswith("_"))
 
 
 # ---------------------------------------------------------------------------- arguments
@@ -255,7 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, type=Path)
     p.set_defaults(func=cmd_attack)
 
-    for name in COMMAND_MODULES:  # larger commands live in their own modules
+    for name in command_modules():  # larger commands live in their own modules
         importlib.import_module(f"gradleak.commands.{name}").register(sub)
     return parser
 

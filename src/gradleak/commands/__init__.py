@@ -1,1 +1,2 @@
-"""Sub-commands that live in their own modules; listed in :data:`gradleak.cli.COMMAND_MODULES`."""
+"""Sub-commands that live in their own modules (each defines ``register(sub)``); found by
+:func:`gradleak.cli.command_modules`, so adding one touches no shared file."""
