@@ -26,6 +26,7 @@ class Invertible:
     forward: Fn  # z -> f
     inverse: Fn  # f -> z
     derivative: Fn  # z -> sigma'(z)
+    homogeneous: bool = False  # sigma(c z) = c sigma(z) for c > 0 (identity, LeakyReLU): twins are exact multiples
 
 
 def _leaky(slope: float) -> Invertible:
@@ -36,6 +37,7 @@ def _leaky(slope: float) -> Invertible:
         forward=lambda z: torch.where(z >= 0, z, slope * z),
         inverse=lambda f: torch.where(f >= 0, f, f / slope),
         derivative=lambda z: torch.where(z >= 0, torch.ones_like(z), torch.full_like(z, slope)),
+        homogeneous=True,
     )
 
 
@@ -49,7 +51,7 @@ def _tanh_inverse(f: torch.Tensor) -> torch.Tensor:
     return torch.atanh(f.clamp(-1 + eps, 1 - eps))
 
 
-IDENTITY = Invertible("identity", forward=lambda z: z, inverse=lambda f: f, derivative=torch.ones_like)
+IDENTITY = Invertible("identity", forward=lambda z: z, inverse=lambda f: f, derivative=torch.ones_like, homogeneous=True)
 SIGMOID = Invertible(
     "sigmoid", forward=torch.sigmoid, inverse=_sigmoid_inverse,
     derivative=lambda z: torch.sigmoid(z) * (1 - torch.sigmoid(z)),

@@ -9,6 +9,7 @@ of silently producing a wrong attack.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import nn
@@ -133,3 +134,29 @@ def _verify(chain: list[ChainLayer], x: torch.Tensor, expected: torch.Tensor) ->
             "R-GAP needs the model's forward to be a plain chain of its layers; re-running the layers "
             "in order does not reproduce its output (skip connections or functional activations?)"
         )
+
+
+
+def layer_signals(
+    chain: list[ChainLayer], x: torch.Tensor, loss: Callable[[torch.Tensor], torch.Tensor]
+) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]:
+    """For one sample: each layer's flat input ``x_i``, bias-free pre-activation and ``k_i = dL/dz_i``.
+
+    ``loss`` maps the logits (1 x classes) to a scalar. The rank analysis and the tests use it
+    to build the exact systems R-GAP meets for a known input.
+    """
+    with torch.enable_grad():
+        h = x.reshape(1, -1).detach()
+        inputs, zs = [], []
+        for layer in chain:
+            inputs.append(h.detach().reshape(-1))
+            z = layer.apply(h)
+            zs.append(z)
+            h = layer.activation.forward(z)
+        ks = torch.autograd.grad(loss(h), zs)
+    pre = []
+    for layer, z in zip(chain, zs):
+        bias = layer.module.bias
+        b = 0 if bias is None else bias.detach().to(z.dtype).repeat_interleave(layer.out_size // layer.out_channels)
+        pre.append((z.detach() - b).reshape(-1))
+    return inputs, pre, [k.reshape(-1).detach() for k in ks]
