@@ -62,6 +62,46 @@ def test_nuclear_norm_matches_numpy():
     assert float(REGULARIZERS.get("nuclear_weight")(low_rank, LAYOUT)) == pytest.approx(float(low_rank.norm()), rel=1e-5)
 
 
+def _descend(name, x, steps=20, lr=0.01):
+    """Plain gradient descent on one regularizer: where does it pull?"""
+    x = x.clone().requires_grad_(True)
+    for _ in range(steps):
+        (g,) = torch.autograd.grad(REGULARIZERS.get(name)(x, LAYOUT), [x])
+        with torch.no_grad():
+            x -= lr * g / g.abs().max().clamp(min=1e-12)
+    return x.detach()
+
+
+def test_tv_pulls_a_spike_towards_its_neighbours():
+    x = torch.zeros(1, 48, 76)
+    x[0, 20, 5] = 1.0
+    y = _descend("tv_weight", x)
+    assert 0 < float(y[0, 20, 5]) < 1.0  # the spike shrinks ...
+    assert float(y[0, 19, 5]) > 0 and float(y[0, 21, 5]) > 0  # ... and its neighbours rise to meet it
+    assert float(REGULARIZERS.get("tv_weight")(y, LAYOUT)) < float(REGULARIZERS.get("tv_weight")(x, LAYOUT))
+
+
+def test_binary_constraint_pulls_binary_columns_to_the_nearest_of_0_and_1():
+    x = torch.full((1, 48, 76), 0.3)
+    x[..., 60:] = 0.7  # mask columns (59..75) above 0.5, except column 59
+    x[..., 62] = -0.2  # outside [0, 1]: pulled back up to 0
+    y = _descend("binary_weight", x)
+    binary = LAYOUT.binary
+    assert torch.all(y[..., ~binary] == x[..., ~binary])  # continuous columns feel nothing
+    assert torch.all(y[..., :59][..., binary[:59]] < 0.3) and torch.all(y[..., 59] < 0.3)
+    assert torch.all(y[..., 60:62] > 0.7) and torch.all(y[..., 63:] > 0.7)
+    assert torch.all(y[..., 62].abs() < 0.05)  # ends at 0 (up to the step size)
+
+
+def test_nuclear_norm_pulls_towards_low_rank():
+    torch.manual_seed(0)
+    x = (torch.outer(torch.randn(48), torch.randn(76)) + 0.3 * torch.randn(48, 76)).unsqueeze(0)
+    y = _descend("nuclear_weight", x, steps=30)
+    s_x, s_y = torch.linalg.svdvals(x[0]), torch.linalg.svdvals(y[0])
+    assert float(s_y[1:].sum() / s_y[0]) < 0.8 * float(s_x[1:].sum() / s_x[0])  # the tail shrinks relative to the top
+    assert float(REGULARIZERS.get("nuclear_weight")(y, LAYOUT)) < float(REGULARIZERS.get("nuclear_weight")(x, LAYOUT))
+
+
 def test_projection_makes_groups_one_hot_and_masks_binary():
     x = torch.rand(2, 48, 76)
     y = project(x, LAYOUT)

@@ -159,3 +159,89 @@ def test_breast_cancer_split_and_standardisation():
     assert train.inputs.shape == (455, 30) and test.inputs.shape == (114, 30) and train.kind == "tabular"
     assert torch.allclose(train.inputs.mean(0), torch.zeros(30), atol=1e-5)
     assert not torch.allclose(test.inputs.mean(0), torch.zeros(30), atol=1e-3)  # train statistics applied
+
+
+def reference_discretize(path: Path) -> np.ndarray:
+    """The benchmark's Discretizer.transform (timestep 1, start zero, end 48, 'previous'
+    imputation, masks stored), written out literally and slowly as an independent check."""
+    lines = path.read_text().strip().split("\n")
+    header = lines[0].split(",")
+    rows = [line.split(",") for line in lines[1:]]
+    from gradleak.data.mimic3 import CATEGORIES
+
+    begin, width, pos = {}, {}, 0
+    for c in CHANNELS:
+        begin[c], width[c] = pos, len(CATEGORIES.get(c, ("x",)))
+        pos += width[c]
+    data = np.zeros((48, pos))
+    mask = np.zeros((48, len(CHANNELS)))
+    original = [[""] * len(CHANNELS) for _ in range(48)]
+
+    def write(t, channel, value):
+        if channel in CATEGORIES:
+            data[t, begin[channel]:begin[channel] + width[channel]] = 0
+            data[t, begin[channel] + CATEGORIES[channel].index(value)] = 1
+        else:
+            data[t, begin[channel]] = float(value)
+
+    for row in rows:
+        t = float(row[0])
+        if t > 48 + 1e-6:
+            continue
+        b = int(t / 1.0 - 1e-6)
+        for j in range(1, len(row)):
+            if row[j] == "":
+                continue
+            c = CHANNELS.index(header[j])
+            mask[b, c] = 1
+            write(b, header[j], row[j])
+            original[b][c] = row[j]
+    previous = [[] for _ in CHANNELS]
+    for b in range(48):
+        for c, channel in enumerate(CHANNELS):
+            if mask[b, c]:
+                previous[c].append(original[b][c])
+                continue
+            write(b, channel, previous[c][-1] if previous[c] else NORMAL_VALUES[channel])
+    return np.hstack([data, mask])
+
+
+def test_round_trip_synthetic_files_match_reference_discretizer(tmp_path):
+    root = write_benchmark(tmp_path, sizes={"train": 5, "test": 2}, seed=11)
+    raw, labels, stays = read_split(root, "train")
+    listed = (root / "train" / "listfile.csv").read_text().split()[1:]
+    assert [f"{s},{y}" for s, y in zip(stays, labels.tolist())] == listed
+    for record, stay in zip(raw, stays):
+        np.testing.assert_allclose(record, reference_discretize(root / "train" / stay), rtol=1e-6)
+    data = load_benchmark(tmp_path, split="test", name="t", source="s")  # through the Dataset path
+    mean, std = np.asarray(data.meta["schema"]["mean"]), np.asarray(data.meta["schema"]["std"])
+    test_raw, _, test_stays = read_split(root, "test")
+    np.testing.assert_allclose(data.inputs.numpy() * std + mean, test_raw, atol=1e-4)
+    np.testing.assert_allclose(test_raw[0], reference_discretize(root / "test" / test_stays[0]), rtol=1e-6)
+
+
+def test_split_listfiles_give_a_val_split(tmp_path):
+    rows = {f"{i}_episode1_timeseries.csv": ([{"Hours": "1", "Heart Rate": str(60 + 10 * i)}], i % 2) for i in range(4)}
+    write_split(tmp_path, "train", rows)
+    write_split(tmp_path, "test", {"9_episode1_timeseries.csv": ([{"Hours": "1", "Heart Rate": "99"}], 1)})
+    task = tmp_path / "in-hospital-mortality"
+    with pytest.raises(DataError, match="no val_listfile"):
+        load_benchmark(tmp_path, split="val", name="t", source="s")
+    (task / "train_listfile.csv").write_text("stay,y_true\n0_episode1_timeseries.csv,0\n1_episode1_timeseries.csv,1\n")
+    (task / "val_listfile.csv").write_text("stay,y_true\n2_episode1_timeseries.csv,0\n3_episode1_timeseries.csv,1\n")
+    train = load_benchmark(tmp_path, split="train", name="t", source="s")
+    val = load_benchmark(tmp_path, split="val", name="t", source="s")
+    every = load_benchmark(tmp_path, split="all", name="t", source="s")
+    assert len(train) == 2 and len(val) == 2 and len(every) == 5
+    hr = COL["Heart Rate"]
+    assert train.meta["schema"]["mean"][hr] == pytest.approx(65.0)  # train statistics only (60 and 70)
+    std = train.meta["schema"]["std"][hr]
+    assert val.inputs[:, 0, hr].tolist() == pytest.approx([(80 - 65) / std, (90 - 65) / std], rel=1e-5)
+
+
+def test_undecodable_episode_is_a_data_error(tmp_path):
+    write_split(tmp_path, "train", {"1_episode1_timeseries.csv": ([{"Hours": "1", "Heart Rate": "80"}], 0)})
+    episode = tmp_path / "in-hospital-mortality" / "train" / "1_episode1_timeseries.csv"
+    episode.write_bytes(episode.read_bytes() + b"2,\xff\xfe\n")
+    with pytest.raises(DataError, match=r"1_episode1_timeseries.csv:\d+: not a readable CSV"):
+        load_dataset("mimic3-ihm", data_root=tmp_path)

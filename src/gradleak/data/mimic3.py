@@ -6,6 +6,9 @@ Users with credentialed access build the benchmark with the mimic3-benchmarks sc
     in-hospital-mortality/{train,test}/listfile.csv      header "stay,y_true"
     in-hospital-mortality/{train,test}/<subject>_episode<k>_timeseries.csv
         header "Hours" + any of the 17 variables below; empty cells are missing values
+    in-hospital-mortality/{train,val,test}_listfile.csv  optional, written by the benchmark's
+        split_train_val script: train/val stays both live in train/; when present they define
+        the train and val splits (otherwise train/listfile.csv is train and there is no val)
 
 Each episode is discretised like the benchmark's ``Discretizer`` (timestep 1 h, start at hour
 0, 48 bins, the last value in a bin wins, "previous" imputation falling back to the normal
@@ -19,7 +22,9 @@ from __future__ import annotations
 
 import csv
 import math
+import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -122,7 +127,14 @@ def discretize_episode(path: Path) -> np.ndarray:
     except OSError as exc:
         raise DataError(f"{path}: cannot read episode ({exc.strerror})") from None
     with handle:
-        reader = csv.reader(handle)
+        _parse_episode(csv.reader(handle), path, values, mask)
+    _impute_previous(values, mask)
+    return np.concatenate([values, mask], axis=1)
+
+
+def _parse_episode(reader: Any, path: Path, values: np.ndarray, mask: np.ndarray) -> None:
+    """Fill the bins of one episode: the last observation in a bin wins (the benchmark's rule)."""
+    try:
         header = next(reader, None)
         if not header or header[0] != "Hours":
             raise DataError(f"{path}:1: header must start with 'Hours', got {header[:1] if header else 'nothing'}")
@@ -150,8 +162,9 @@ def discretize_episode(path: Path) -> np.ndarray:
                 start, stop = _OFFSETS[channel]
                 values[bin_id, start:stop] = _encode(channel, text, where=where)
                 mask[bin_id, cid] = 1.0
-    _impute_previous(values, mask)
-    return np.concatenate([values, mask], axis=1)
+    except (UnicodeDecodeError, csv.Error) as exc:  # the reader counts the lines it got; a decode error is the next
+        line = reader.line_num + (1 if isinstance(exc, UnicodeDecodeError) else 0)
+        raise DataError(f"{path}:{line}: not a readable CSV episode ({exc.__class__.__name__})") from None
 
 
 def _impute_previous(values: np.ndarray, mask: np.ndarray) -> None:
@@ -170,23 +183,31 @@ def read_listfile(path: Path) -> list[tuple[str, int]]:
     """``(episode file name, label)`` pairs of a ``listfile.csv`` with header ``stay,y_true``."""
     if not path.is_file():
         raise DataError(f"{path}: missing listfile (expected header 'stay,y_true')")
-    rows: list[tuple[str, int]] = []
-    with path.open(newline="") as handle:
-        reader = csv.reader(handle)
-        header = next(reader, None)
-        if header is None or tuple(h.strip() for h in header[:2]) != LISTFILE_HEADER:
-            raise DataError(f"{path}:1: header must be 'stay,y_true', got {','.join(header or [])!r}")
-        for lineno, row in enumerate(reader, start=2):
-            if not row:
-                continue
-            if len(row) < 2 or row[1].strip() not in ("0", "1"):
-                raise DataError(f"{path}:{lineno}: expected '<stay file>,<0|1>', got {','.join(row)!r}")
-            name = row[0].strip()
-            if not name or "/" in name or "\\" in name or name.startswith("."):
-                raise DataError(f"{path}:{lineno}: invalid stay file name {name!r}")
-            rows.append((name, int(row[1])))
+    try:
+        with path.open(newline="") as handle:
+            rows = _parse_listfile(csv.reader(handle), path)
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise DataError(f"{path}: not a readable CSV listfile ({exc.__class__.__name__})") from None
     if not rows:
         raise DataError(f"{path}: the listfile names no stays")
+    return rows
+
+
+def _parse_listfile(reader: Any, path: Path) -> list[tuple[str, int]]:
+    """Rows of a listfile; stay names must be plain file names (no path can escape the folder)."""
+    rows: list[tuple[str, int]] = []
+    header = next(reader, None)
+    if header is None or tuple(h.strip() for h in header[:2]) != LISTFILE_HEADER:
+        raise DataError(f"{path}:1: header must be 'stay,y_true', got {','.join(header or [])!r}")
+    for lineno, row in enumerate(reader, start=2):
+        if not row:
+            continue
+        if len(row) < 2 or row[1].strip() not in ("0", "1"):
+            raise DataError(f"{path}:{lineno}: expected '<stay file>,<0|1>', got {','.join(row)!r}")
+        name = row[0].strip()
+        if not name or "/" in name or "\\" in name or name.startswith("."):
+            raise DataError(f"{path}:{lineno}: invalid stay file name {name!r}")
+        rows.append((name, int(row[1])))
     return rows
 
 
@@ -196,11 +217,36 @@ def benchmark_directory(root: Path) -> Path:
     return nested if nested.is_dir() else root
 
 
+# Listfiles per split, first existing one wins: (listfile relative to the task folder, folder of
+# the episode files). The benchmark's split_train_val script writes {train,val}_listfile.csv
+# beside train/ (both name files inside train/); without them train/listfile.csv is the train split.
+SPLIT_LISTFILES: dict[str, tuple[tuple[str, str], ...]] = {
+    "train": (("train_listfile.csv", "train"), ("train/listfile.csv", "train")),
+    "val": (("val_listfile.csv", "train"),),
+    "test": (("test_listfile.csv", "test"), ("test/listfile.csv", "test")),
+}
+PROGRESS_MIN_STAYS = 2000  # show a progress bar when a split has at least this many episode files
+
+
+def split_listfile(root: Path, split: str) -> tuple[Path, Path]:
+    """(listfile, episode folder) of one split; a missing listfile names the expected path."""
+    choices = SPLIT_LISTFILES[split]
+    for listfile, folder in choices:
+        if (root / listfile).is_file():
+            return root / listfile, root / folder
+    expected = " or ".join(str(root / listfile) for listfile, _ in choices)
+    raise DataError(f"{expected}: missing listfile (expected header 'stay,y_true')")
+
+
 def read_split(root: Path, split: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Raw (not standardised) records ``N x 48 x 76``, labels and stay names of one split."""
-    folder = root / split
-    stays = read_listfile(folder / "listfile.csv")
-    records = np.stack([discretize_episode(folder / name) for name, _ in stays]).astype(np.float32)
+    from tqdm import tqdm
+
+    listfile, folder = split_listfile(root, split)
+    stays = read_listfile(listfile)
+    episodes = tqdm(stays, desc=f"reading {split} episodes", unit="stay", file=sys.stderr, leave=False,
+                    disable=len(stays) < PROGRESS_MIN_STAYS)
+    records = np.stack([discretize_episode(folder / name) for name, _ in episodes]).astype(np.float32)
     labels = np.asarray([y for _, y in stays], dtype=np.int64)
     return records, labels, [name for name, _ in stays]
 
@@ -210,17 +256,19 @@ def load_benchmark(root: Path, *, split: str, name: str, source: str) -> Dataset
     root = benchmark_directory(Path(root))
     if not root.is_dir():
         raise DataError(f"{root}: benchmark directory does not exist")
-    train_x, train_y, train_stays = read_split(root, "train")
-    parts = {"train": ["train"], "test": ["test"], "all": ["train", "test"]}.get(split)
-    if parts is None:
-        raise DataError(f"{name}: split {split!r} is not available; choose train, test or all")
-    loaded = {"train": (train_x, train_y, train_stays)}
+    has_val = any((root / listfile).is_file() for listfile, _ in SPLIT_LISTFILES["val"])
+    parts = {"train": ["train"], "val": ["val"], "test": ["test"],
+             "all": ["train", "val", "test"] if has_val else ["train", "test"]}.get(split)
+    if parts is None or (split == "val" and not has_val):
+        raise DataError(f"{name}: split {split!r} is not available in {root}; choose "
+                        + ("train, val, test or all" if has_val else "train, test or all (no val_listfile.csv)"))
+    loaded = {"train": read_split(root, "train")}
     for p in parts:
         if p not in loaded:
             loaded[p] = read_split(root, p)
     x = torch.from_numpy(np.concatenate([loaded[p][0] for p in parts]))
     y = torch.from_numpy(np.concatenate([loaded[p][1] for p in parts]))
-    inputs, mean, std = standardise(x, SCHEMA, reference=torch.from_numpy(train_x))
+    inputs, mean, std = standardise(x, SCHEMA, reference=torch.from_numpy(loaded["train"][0]))
     schema = ihm_schema(mean=mean, std=std)
     return Dataset(
         name=name, inputs=inputs, labels=y, class_names=CLASS_NAMES, source=source, kind="timeseries",

@@ -147,8 +147,9 @@ def standardise(
     """Standardise continuous columns with statistics of ``reference`` (default: ``values``).
 
     Returns (standardised values, per-column mean, per-column std); non-continuous columns keep
-    mean 0 and std 1. A constant column gets std 1 (avoids dividing by ~0, as the benchmark's
-    normalizer's floor does).
+    mean 0 and std 1. A constant column (std <= 1e-7) gets std 1: it standardises to 0 on the
+    reference data as with the benchmark's normalizer (which floors std at 1e-7), but values of
+    other splits stay finite instead of being blown up by 1e7.
     """
     ref = values if reference is None else reference
     flat = ref.reshape(-1, ref.shape[-1]).double()

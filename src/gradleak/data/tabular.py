@@ -19,6 +19,7 @@ import csv
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -94,29 +95,36 @@ def _read_declaration(path: Path) -> tuple[str, dict[str, str]]:
 def _parse_rows(path: Path, label: str, kinds: dict[str, str]) -> tuple[list[str], list[list[str]], list[str]]:
     if not path.is_file():
         raise DataError(f"{path}: missing data file")
-    with path.open(newline="") as handle:
-        reader = csv.reader(handle)
-        header = [h.strip() for h in next(reader, [])]
-        if label not in header:
-            raise DataError(f"{path}:1: label column {label!r} not in the header")
-        undeclared = [h for h in header if h != label and h not in kinds]
-        if undeclared:
-            raise DataError(f"{path}:1: unknown column {undeclared[0]!r} (not declared in columns.json)")
-        missing = [c for c in kinds if c not in header]
-        if missing:
-            raise DataError(f"{path}:1: declared column {missing[0]!r} is not in the header")
-        features = [h for h in header if h != label]
-        rows, labels = [], []
-        for lineno, row in enumerate(reader, start=2):
-            if not row:
-                continue
-            if len(row) != len(header):
-                raise DataError(f"{path}:{lineno}: {len(row)} fields, the header has {len(header)}")
-            cells = dict(zip(header, (c.strip() for c in row)))
-            for column in features:
-                _check_cell(cells[column], kinds[column], where=f"{path}:{lineno}", column=column)
-            rows.append([cells[c] for c in features])
-            labels.append(cells[label])
+    try:
+        with path.open(newline="") as handle:
+            return _read_table(csv.reader(handle), path, label, kinds)
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise DataError(f"{path}: not a readable CSV file ({exc.__class__.__name__})") from None
+
+
+def _read_table(reader: Any, path: Path, label: str, kinds: dict[str, str]) -> tuple[list[str], list[list[str]], list[str]]:
+    """Header and cells of the CSV, each cell checked against its declared kind."""
+    header = [h.strip() for h in next(reader, [])]
+    if label not in header:
+        raise DataError(f"{path}:1: label column {label!r} not in the header")
+    undeclared = [h for h in header if h != label and h not in kinds]
+    if undeclared:
+        raise DataError(f"{path}:1: unknown column {undeclared[0]!r} (not declared in columns.json)")
+    missing = [c for c in kinds if c not in header]
+    if missing:
+        raise DataError(f"{path}:1: declared column {missing[0]!r} is not in the header")
+    features = [h for h in header if h != label]
+    rows, labels = [], []
+    for lineno, row in enumerate(reader, start=2):
+        if not row:
+            continue
+        if len(row) != len(header):
+            raise DataError(f"{path}:{lineno}: {len(row)} fields, the header has {len(header)}")
+        cells = dict(zip(header, (c.strip() for c in row)))
+        for column in features:
+            _check_cell(cells[column], kinds[column], where=f"{path}:{lineno}", column=column)
+        rows.append([cells[c] for c in features])
+        labels.append(cells[label])
     if len(rows) < 2:
         raise DataError(f"{path}: needs at least 2 data rows, found {len(rows)}")
     return features, rows, labels
