@@ -127,12 +127,12 @@ class LayerSystem:
 
     # ------------------------------------------------------------------ operators
     def matvec(self, v: torch.Tensor) -> torch.Tensor:
-        """``N v`` with ``N = W^T W + s K^T K`` (matrix-free)."""
+        """``N v`` with ``N = W^T W + s K^T K`` (matrix-free, factored: never forms ``w^T w``)."""
         geo, maps = self.maps.geo, self.maps
         u = geo.unfold(v.reshape(1, -1))  # 1 x Ckk x P
-        out = self.scale * (u @ (maps.k.T @ maps.k))
+        out = self.scale * ((u @ maps.k.T) @ maps.k)
         if self.weight_on:
-            out = out + (maps.w.T @ maps.w) @ u
+            out = out + maps.w.T @ (maps.w @ u)
         return geo.fold(out).reshape(-1)
 
     def dense(self) -> torch.Tensor:
@@ -217,9 +217,9 @@ class LayerSystem:
         and each iteration pays ~1 Mflop-equivalent of per-op overhead.
         """
         geo = self.maps.geo
-        ckk, p = geo.patch_size, geo.positions
+        ckk, p, o = geo.patch_size, geo.positions, geo.out_shape[0]
         pixels = geo.in_shape[1] * geo.in_shape[2]
-        return 2.0 * (ckk * ckk * p + ckk * p * p) + 40.0 * geo.in_shape[0] * pixels * pixels + 1e6
+        return 8.0 * o * ckk * p + 40.0 * geo.in_shape[0] * pixels * pixels + 1e6
 
     def solve(self, settings: SolveSettings = SolveSettings()) -> Solution:
         """Least-squares input: CG when it is cheaper, else the dense factorisation."""
