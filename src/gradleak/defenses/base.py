@@ -18,6 +18,7 @@ whose default is "no change":
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from abc import ABC
 from typing import Any, Callable, ClassVar
@@ -29,6 +30,7 @@ from torch import nn
 from ..errors import GradleakError
 from ..fl.protocol import Params, Protocol, client_update
 from ..models.base import ModelSpec
+from ..observation import Observation
 from ..registry import Registry
 
 Loss = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -82,6 +84,9 @@ class Defense(ABC):
 
     # -------------------------------------------------------------------- client side
     custom_loss: ClassVar[bool] = False  # True when loss() differs from plain cross-entropy
+    #: True when the defense only transforms a finished update (postprocess), so it can be
+    #: applied to an existing observation (:func:`apply_defense`)
+    post_hoc: ClassVar[bool] = False
 
     def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, client: int = 0) -> torch.Tensor:
         return cross_entropy(model, x, y)
@@ -202,6 +207,19 @@ def parse_defense(spec: str) -> Defense:
     if not math.isfinite(value):
         raise GradleakError(f"defense spec {spec!r}: value must be finite")
     return cls(value)
+
+
+def apply_defense(defense: Defense, observation: Observation, *, generator: torch.Generator) -> Observation:
+    """``observation`` as if its client had applied ``defense`` before sharing.
+
+    Only for defenses that transform the finished update (noise, clipping, pruning); the others
+    change how the update is computed and must run with the client (``Scenario.defense``).
+    """
+    if not defense.post_hoc:
+        raise GradleakError(f"defense {defense.spec!r} changes how the client computes its update; give it to the "
+                            f"scenario (Scenario.defense / --defense) instead of applying it to a finished observation")
+    update = defense.postprocess({k: v.detach().clone() for k, v in observation.update.items()}, generator=generator)
+    return dataclasses.replace(observation, update=update, defense=defense.describe())
 
 
 def _example(cls: type[Defense]) -> str:

@@ -41,7 +41,8 @@ def _opacus():
 class DPSGD(Defense):
     takes_value = True
     default_value = 1.0
-    knowledge = "architecture, weights, protocol, clipping norm and noise multiplier (L2 matching, more restarts)"
+    knowledge = ("architecture, weights, protocol, clipping norm and noise multiplier (cosine matching, blind to the "
+                 "clipping's rescaling; more restarts against the noise)")
 
     def __init__(self, value: float | None = None) -> None:
         super().__init__(value)
@@ -134,9 +135,11 @@ class DPSGD(Defense):
         return self._delta(private, model)
 
     def adaptive(self, attack_options: dict[str, Any], *, attack_fields: set[str]) -> dict[str, Any]:
+        # The release is clip(g) + noise: the clipping rescales the gradient by an unknown factor,
+        # which the cosine distance ignores; the noise makes single runs unreliable.
         out: dict[str, Any] = {}
         if "distance" in attack_fields:
-            out["distance"] = "l2"
+            out["distance"] = "cosine"
         if "restarts" in attack_fields:
             out["restarts"] = max(2, int(attack_options.get("restarts", 1)) * 2)
         return out

@@ -5,11 +5,13 @@ For each defense spec, from the same seed, split and initial weights:
 1. utility: a short FedAvg run with the defense (:mod:`.federated`); client accuracy is the
    global model's test accuracy after the last round;
 2. privacy: ``victims`` clients of the trained model each share one defended update of a fresh
-   batch of their own data; the attack (from the attack registry, made adaptive when the
-   defense says how) reconstructs it from the observation alone; PSNR / SSIM / MSE after
-   Hungarian assignment, and the attacker accuracy: the share of reconstructions that the
-   attacker's reference classifier (trained on the attacker's own split) assigns to the true
-   label of the matched private sample (the seed paper's measure).
+   batch of their own data (the same victims for every defense: a paired comparison); every
+   attack (from the attack registry, made adaptive when the defense says how) reconstructs it
+   from the observation alone; PSNR / SSIM / MSE after Hungarian assignment, and the attacker
+   accuracy: the share of reconstructions that the attacker's reference classifier (trained on
+   the attacker's own split) assigns to the true label of the matched private sample (the seed
+   paper's measure). With several attacks the row reports the strongest one (highest mean
+   PSNR): the evaluator, not the attacker, picks the worst case for the defender.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import torch
 
 from ..attacks import ATTACKS, create_attack
 from ..data import load_dataset
+from ..errors import GradleakError
 from ..fl.protocol import Protocol
 from ..models import complete_spec, create_model
 from ..models.base import ModelSpec
@@ -33,7 +36,8 @@ from ..runner import evaluate
 from .base import Defense, parse_defense
 from .federated import FederatedConfig, Splits, accuracy, federated_training, reference_classifier, split_data
 
-Progress = Callable[[str, int], None]  # (stage, amount)
+Progress = Callable[[str, int], None]  # (stage, amount): ("round", 1) per FedAvg round, ("victim", 1) per attack run
+SCORES = ("psnr", "ssim", "mse", "attacker_accuracy", "label_accuracy")
 
 
 @dataclass
@@ -41,44 +45,70 @@ class DefendConfig:
     dataset: str = "histology"  # dataset registry name
     model: str = "lenet"  # victim model (the perturb defense wraps it in latent-perturb)
     attack: str = "ig"  # attack registry name
-    attack_options: dict[str, Any] = field(default_factory=dict)  # attack config overrides
+    extra_attacks: tuple[str, ...] = ()  # further attacks; each row reports the strongest (highest mean PSNR)
+    attack_options: dict[str, Any] = field(default_factory=dict)  # config overrides, given to each attack that has the field
     adaptive: bool = True  # let the attacker adapt to the defense (Defense.adaptive)
-    victims: int = 6  # attacked client updates per defense (each of batch_size samples)
+    victims: int = 8  # attacked client updates per defense (each of batch_size samples)
     batch_size: int = 1  # samples per attacked update (batch size 1: the strongest attack setting)
     protocol: Protocol = field(default_factory=Protocol)  # protocol of the attacked update (fedsgd)
     federated: FederatedConfig = field(default_factory=FederatedConfig)  # the utility run
     reference_steps: int = 400  # Adam steps of the attacker's reference classifier
     seed: int = 0  # split, initial weights, training, victims and attack
     image_size: int | None = None  # dataset default when None
-    grayscale: bool = False
+    grayscale: bool = False  # convert images to one channel
     data_root: str | None = None  # MedMNIST .npz directory
     device: str = "cpu"  # where the attack runs
+
+    @property
+    def attacks(self) -> tuple[str, ...]:
+        return (self.attack, *self.extra_attacks)
 
     def to_json(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["protocol"] = self.protocol.to_json()
+        d["extra_attacks"] = list(self.extra_attacks)
         return d
+
+
+QUICK_ROUNDS, QUICK_VICTIMS, QUICK_ITERATIONS, QUICK_REFERENCE_STEPS = 20, 3, 200, 200
 
 
 def quick_config(config: DefendConfig) -> DefendConfig:
     """The ``--quick`` budget: fewer rounds, victims and attack iterations (about 3 minutes)."""
-    fed = dataclasses.replace(config.federated, rounds=min(config.federated.rounds, 12))
+    fed = dataclasses.replace(config.federated, rounds=min(config.federated.rounds, QUICK_ROUNDS))
     options = dict(config.attack_options)
-    if "iterations" in _fields(config.attack):
-        options.setdefault("iterations", 150)
-    return dataclasses.replace(config, federated=fed, victims=min(config.victims, 2), attack_options=options,
-                               reference_steps=min(config.reference_steps, 200))
+    if any("iterations" in _fields(a) for a in config.attacks):
+        options.setdefault("iterations", QUICK_ITERATIONS)
+    return dataclasses.replace(config, federated=fed, victims=min(config.victims, QUICK_VICTIMS), attack_options=options,
+                               reference_steps=min(config.reference_steps, QUICK_REFERENCE_STEPS))
 
 
 def _fields(attack: str) -> set[str]:
     return {f.name for f in dataclasses.fields(ATTACKS.get(attack).Config)}
 
 
+def attack_options(config: DefendConfig, attack: str, defense: Defense) -> dict[str, Any]:
+    """The options ``attack`` runs with: the user's (where it has the field), then the adaptive ones."""
+    fields = _fields(attack)
+    options = {k: v for k, v in config.attack_options.items() if k in fields}
+    if config.adaptive:
+        options.update(defense.adaptive(options, attack_fields=fields))
+    return options
+
+
 @dataclass
 class DefenseOutcome:
     row: dict[str, Any]  # JSON-able table row
-    truth: torch.Tensor  # private samples of all victims
-    reconstruction: torch.Tensor  # reconstructions aligned with ``truth``
+    truth: list[torch.Tensor]  # private samples, one tensor per victim
+    reconstruction: list[torch.Tensor]  # the strongest attack's reconstructions, aligned with ``truth``
+
+    def first(self, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(truth, reconstruction) of each victim's first ``count`` samples, concatenated.
+
+        Every defense draws its victims' samples as prefixes of the same permutations, so
+        these are the same private samples in every outcome (secagg/batch rows hold more).
+        """
+        return torch.cat([t[:count] for t in self.truth]), torch.cat([r[:count] for r in self.reconstruction])
 
 
 class Evaluator:
@@ -102,6 +132,11 @@ class Evaluator:
             torch.manual_seed(seed)
             return create_model(spec)
 
+    def judge(self, images: torch.Tensor, labels: torch.Tensor) -> float:
+        """Share of ``images`` the attacker's reference classifier labels as ``labels``."""
+        with torch.no_grad():
+            return float((self.reference(images.clamp(0, 1)).argmax(-1) == labels).float().mean())
+
     def run(self, spec: str) -> DefenseOutcome:
         cfg = self.config
         defense = parse_defense(spec)
@@ -112,35 +147,27 @@ class Evaluator:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # Opacus' backward-hook notices, once per step
             history = federated_training(model, defense=defense, splits=self.splits, config=cfg.federated,
-                                         generator=generator, progress=lambda n: self.progress("train", n))
+                                         generator=generator, progress=lambda n: self.progress("round", n))
         train_seconds = time.perf_counter() - start
-        options = dict(cfg.attack_options)
-        if cfg.adaptive:
-            options.update(defense.adaptive(options, attack_fields=_fields(cfg.attack)))
-        attack = create_attack(cfg.attack, **options)
-        records, truths, recons = [], [], []
+        epsilon_training = defense.describe().get("epsilon")
         start = time.perf_counter()
         choose = torch.Generator().manual_seed(cfg.seed + 7)  # same victims for every defense (paired comparison)
-        for v in range(cfg.victims):
-            observation, truth = self.observe(model, model_spec, defense, generator=generator, choose=choose)
-            recon = attack.run(observation, generator=torch.Generator().manual_seed(cfg.seed * 1000 + v),
-                               device=cfg.device, progress=lambda n: self.progress("attack", n))
-            metrics = evaluate(recon, truth, observation=observation)
-            aligned = recon.inputs.clamp(0, 1)[torch.as_tensor(metrics["assignment"])]
-            with torch.no_grad():
-                judged = self.reference(aligned).argmax(-1)
-            metrics["attacker_accuracy"] = float((judged == truth.labels).float().mean())
-            records.append(metrics)
-            truths.append(truth.inputs)
-            recons.append(aligned)
+        views = [self.observe(model, model_spec, defense, generator=generator, choose=choose, victim=v)
+                 for v in range(cfg.victims)]
+        results = {name: self.attack(name, defense, views) for name in cfg.attacks}
         attack_seconds = time.perf_counter() - start
+        best = max(results, key=lambda a: _score(results[a]["summary"].get("psnr")))
+        summary, truths, recons = results[best]["summary"], results[best]["truths"], results[best]["reconstructions"]
         row = {
             "defense": defense.spec,
             "client_accuracy": history[-1],
-            **_summary(records, ("psnr", "ssim", "mse", "attacker_accuracy", "label_accuracy")),
+            **summary,
+            "truth_attacker_accuracy": self.judge(torch.cat(truths), torch.cat([t.labels for _, t in views])),
             "epsilon": defense.describe().get("epsilon"),
-            "attack": cfg.attack,
-            "attack_options": options,
+            "epsilon_training": epsilon_training,
+            "attack": best,
+            "attack_options": results[best]["options"],
+            "attacks": {name: {**r["summary"], "options": r["options"]} for name, r in results.items()},
             "adaptive": cfg.adaptive,
             "attacker_knowledge": defense.knowledge if cfg.adaptive else "architecture, weights and protocol (non-adaptive)",
             "victims": cfg.victims,
@@ -150,16 +177,41 @@ class Evaluator:
             "attack_seconds": attack_seconds,
             "details": defense.describe(),
         }
-        return DefenseOutcome(row=row, truth=torch.cat(truths), reconstruction=torch.cat(recons))
+        return DefenseOutcome(row=row, truth=truths, reconstruction=recons)
+
+    def attack(self, name: str, defense: Defense, views: Sequence[tuple[Observation, GroundTruth]]) -> dict[str, Any]:
+        """Run attack ``name`` on every victim's observation; scores after Hungarian assignment."""
+        cfg = self.config
+        options = attack_options(cfg, name, defense)
+        attack = create_attack(name, **options)
+        records, truths, recons = [], [], []
+        for v, (observation, truth) in enumerate(views):
+            recon = attack.run(observation, generator=torch.Generator().manual_seed(cfg.seed * 1000 + v), device=cfg.device)
+            metrics = evaluate(recon, truth, observation=observation)
+            aligned = recon.inputs.clamp(0, 1)[torch.as_tensor(metrics["assignment"])]
+            metrics["attacker_accuracy"] = self.judge(aligned, truth.labels)
+            records.append(metrics)
+            truths.append(truth.inputs)
+            recons.append(aligned)
+            self.progress("victim", 1)
+        return {"summary": _summary(records, SCORES), "options": options, "truths": truths, "reconstructions": recons}
 
     def observe(self, model: torch.nn.Module, spec: ModelSpec, defense: Defense, *,
-                generator: torch.Generator, choose: torch.Generator) -> tuple[Observation, GroundTruth]:
-        """One victim's defended update of the trained model (client 0's decoder for perturb)."""
+                generator: torch.Generator, choose: torch.Generator, victim: int = 0) -> tuple[Observation, GroundTruth]:
+        """One victim's defended update of the trained model (client 0's decoder for perturb).
+
+        The victim's first sample has class ``victim mod classes`` (the victims cover the classes
+        evenly, so always guessing the majority class does not score as attacker accuracy); the
+        rest follow a random permutation of the clients' data.
+        """
         cfg = self.config
         n = defense.batch_size(cfg.batch_size)
         pool_x = torch.cat([c[0] for c in self.splits.clients])
         pool_y = torch.cat([c[1] for c in self.splits.clients])
-        idx = torch.randperm(len(pool_y), generator=choose)[:n]
+        perm = torch.randperm(len(pool_y), generator=choose)
+        wanted = torch.nonzero(pool_y[perm] == victim % self.data.num_classes).flatten()
+        first = int(wanted[0]) if len(wanted) else 0
+        idx = torch.cat([perm[first:first + 1], perm[:first], perm[first + 1:]])[:n]
         x, y = pool_x[idx], pool_y[idx]
         model.eval()
         params = {k: v.detach().clone() for k, v in model.named_parameters()}
@@ -179,7 +231,12 @@ class Evaluator:
         return observation, GroundTruth(inputs=x, labels=y, indices=idx)
 
 
+def _score(value: float | None) -> float:
+    return -math.inf if value is None else value
+
+
 def _summary(records: Sequence[dict[str, Any]], keys: Sequence[str]) -> dict[str, Any]:
+    """Mean and sample standard deviation over the victims (finite values only)."""
     out: dict[str, Any] = {}
     for k in keys:
         values = [float(r[k]) for r in records if r.get(k) is not None]
@@ -191,14 +248,41 @@ def _summary(records: Sequence[dict[str, Any]], keys: Sequence[str]) -> dict[str
     return out
 
 
-def check_specs(specs: Sequence[str], *, attack: str) -> list[Defense]:
-    """Parse every spec and the attack name before any long work (bad input fails fast)."""
-    ATTACKS.get(attack)
+def check_specs(specs: Sequence[str], *, attack: str | Sequence[str]) -> list[Defense]:
+    """Parse every spec and attack name before any long work (bad input fails fast)."""
+    for name in [attack] if isinstance(attack, str) else attack:
+        ATTACKS.get(name)
     if not specs:
-        from ..errors import GradleakError
-
         raise GradleakError("give at least one defense spec")
     return [parse_defense(s) for s in specs]
+
+
+def check_config(specs: Sequence[str], config: DefendConfig) -> None:
+    """Everything that can be refused before training: specs, attacks, their options, sizes."""
+    defenses = check_specs(specs, attack=config.attacks)
+    if config.victims < 1 or config.batch_size < 1 or config.reference_steps < 0:
+        raise GradleakError("victims and batch size must be >= 1 and reference steps >= 0")
+    known = set().union(*(_fields(a) for a in config.attacks))
+    unknown = sorted(set(config.attack_options) - known)
+    if unknown:
+        raise GradleakError(f"unknown attack option(s) {', '.join(unknown)} for {', '.join(config.attacks)}")
+    for name in config.attacks:  # bad option values fail here, with the attack's own message
+        for defense in defenses:
+            create_attack(name, **attack_options(config, name, defense))
+
+
+def evaluate_outcomes(
+    specs: Sequence[str], *, config: DefendConfig, progress: Progress = lambda _s, _n: None,
+) -> tuple[Evaluator, list[DefenseOutcome]]:
+    """The evaluator (split, reference classifier) and one outcome per spec, in order."""
+    check_config(specs, config)
+    evaluator = Evaluator(config, progress=progress)
+    outcomes = []
+    for spec in specs:
+        outcome = evaluator.run(spec)
+        outcome.row["reference_accuracy"] = evaluator.reference_accuracy
+        outcomes.append(outcome)
+    return evaluator, outcomes
 
 
 def evaluate_defenses(
@@ -207,12 +291,10 @@ def evaluate_defenses(
 ) -> list[dict[str, Any]]:
     """One JSON-able row per defense spec (see module docstring); ``quick`` shrinks the budget."""
     config = config or DefendConfig()
-    check_specs(specs, attack=config.attack)
     config = quick_config(config) if quick else config
-    evaluator = Evaluator(config, progress=progress)
-    rows = []
-    for spec in specs:
-        row = evaluator.run(spec).row
-        row["reference_accuracy"] = evaluator.reference_accuracy
-        rows.append(row)
-    return rows
+    return [o.row for o in evaluate_outcomes(specs, config=config, progress=progress)[1]]
+
+
+def work_units(specs: Sequence[str], config: DefendConfig) -> int:
+    """Progress units of an evaluation: FedAvg rounds plus attack runs, over all specs."""
+    return len(specs) * (config.federated.rounds + config.victims * len(config.attacks))

@@ -29,7 +29,9 @@ class FederatedConfig:
     rounds: int = 30  # FedAvg rounds (histology/LeNet: enough to plateau without a defense)
     local_steps: int = 5  # local SGD steps per round
     batch_size: int = 16  # local mini-batch (DP-SGD: expected Poisson batch)
-    lr: float = 0.05  # local SGD step (histology/LeNet: 0.05 reaches 99% test accuracy in 30 rounds; 0.2 stalls)
+    # local SGD step. Histology/LeNet, 30 rounds, measured: 0.01 settles at 99% from round ~10 on;
+    # 0.05 also ends near 99% but swings between 38% and 99% for the first 15 rounds.
+    lr: float = 0.01
     test_fraction: float = 0.2  # share of the data held out as the test set
     attacker_fraction: float = 0.2  # share given to the attacker (reference classifier)
 

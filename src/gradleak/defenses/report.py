@@ -13,6 +13,7 @@ COLUMNS = (
     ("mse", "MSE", "{:.4f}"),
     ("attacker_accuracy", "attacker acc.", "{:.3f}"),
     ("epsilon", "epsilon", "{:.2f}"),
+    ("attack", "strongest attack", "{}"),
 )
 
 
@@ -36,6 +37,16 @@ def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def pareto_front(points: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The (psnr, accuracy) points no other point beats on both (lower PSNR and higher accuracy),
+    by increasing PSNR."""
+    front: list[tuple[float, float]] = []
+    for p in sorted(points, key=lambda q: (q[0], -q[1])):
+        if not front or p[1] > front[-1][1]:
+            front.append(p)
+    return front
+
+
 def save_frontier_plot(rows: Sequence[dict[str, Any]], path: str | Path, *, title: str = "") -> Path:
     """Client accuracy against attack PSNR, one labelled point per defense setting.
 
@@ -49,12 +60,15 @@ def save_frontier_plot(rows: Sequence[dict[str, Any]], path: str | Path, *, titl
     fig = Figure(figsize=(6.4, 4.4), dpi=100)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
-    for r in rows:
-        if r.get("psnr") is None or r.get("client_accuracy") is None:
-            continue
+    points = [r for r in rows if r.get("psnr") is not None and r.get("client_accuracy") is not None]
+    for r in points:
         ax.errorbar(r["psnr"], r["client_accuracy"], xerr=r.get("psnr_std") or 0.0, fmt="o", capsize=3)
         ax.annotate(r["defense"], (r["psnr"], r["client_accuracy"]), textcoords="offset points", xytext=(5, 4),
                     fontsize="small")
+    front = pareto_front([(r["psnr"], r["client_accuracy"]) for r in points])
+    if len(front) > 1:
+        ax.step(*zip(*front), where="post", color="grey", linestyle="--", linewidth=1, label="frontier (non-dominated)")
+        ax.legend(loc="lower right", fontsize="small")
     ax.set(xlabel="attack PSNR (dB, lower = more private)", ylabel="client test accuracy",
            title=title or "privacy-utility frontier")
     ax.grid(True, alpha=0.3)

@@ -18,6 +18,7 @@ from .base import Defense, register_defense, require
 
 @register_defense("none", description="no defense (the baseline)")
 class NoDefense(Defense):
+    post_hoc = True
     knowledge = "architecture, weights and protocol"
 
 
@@ -27,6 +28,7 @@ def _randn_like(t: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
 
 @register_defense("noise", description="add Gaussian noise N(0, s^2) to every update entry (noise:s)")
 class GaussianNoise(Defense):
+    post_hoc = True
     takes_value = True
     knowledge = "architecture, weights, protocol and the noise scale (L2 matching, more restarts)"
 
@@ -70,6 +72,7 @@ def global_norm(update: Params) -> float:
 
 @register_defense("clip", description="scale the whole update down to L2 norm <= C (clip:C)")
 class NormClip(Defense):
+    post_hoc = True
     takes_value = True
     knowledge = "architecture, weights and protocol (cosine matching is blind to the rescaling)"
 
@@ -96,6 +99,7 @@ def _prune_mask(values: torch.Tensor, fraction: float) -> torch.Tensor:
 
 @register_defense("prune", description="zero the fraction p of smallest-magnitude entries in each tensor (prune:p)")
 class Prune(Defense):
+    post_hoc = True
     takes_value = True
     knowledge = "architecture, weights, protocol and which entries survived (matches only the non-zero entries)"
 
