@@ -47,6 +47,8 @@ class TuneConfig:
             raise GradleakError(f"need 0 < low < high, got low={self.low} high={self.high}")
 
 
+CLIENT_SPLITS = ("train", "all")  # splits that hold (or include) the simulated clients' records
+
 SAMPLERS: Registry[Callable[[int], Any]] = Registry("sampler")
 
 
@@ -85,6 +87,9 @@ def tune(
     if attack != "tabular":
         raise GradleakError(f"tuning is implemented for the 'tabular' attack only, got {attack!r}")
     config = config or TuneConfig()
+    if scenario.split in CLIENT_SPLITS:
+        raise GradleakError(f"tuning runs on the attacker's own split (test or val), not {scenario.split!r}: "
+                            "clients hold train, and tuning on their records would be an oracle")
     options = dict(attack_options or {})
     fixed = sorted(set(options) & set(WEIGHT_FIELDS))
     if fixed or "weights_file" in options:
