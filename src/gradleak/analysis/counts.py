@@ -73,7 +73,7 @@ def count_layer(layer: ChainLayer) -> LayerCount:
     gradient = min(c * per_channel, geo.n, o * geo.patch_size)
     return LayerCount(
         unknowns=geo.n, weights=o * geo.patch_size, outputs=o * ho * wo,
-        gradient_constraints=gradient, overlap=min(o * rank_k, o * ho * wo, gradient),
+        gradient_constraints=gradient, overlap=min(o * rank_k, o * ho * wo),
     )
 
 

@@ -8,7 +8,9 @@ channel-diagonal blocks ``(W^T W)_cc + s G`` (one small Cholesky factor per inpu
 because ``K^T K = I_C (x) G`` is exactly channel diagonal). Well-conditioned layers converge in
 tens of iterations; when CG stalls (an ill-conditioned or rank-deficient layer) the dense
 ``n x n`` normal matrix is assembled from its small factors and factored: Cholesky with a
-certificate of full rank, else the Moore-Penrose (minimum-norm) solution of Algorithm 1.
+certificate of full rank, else the Moore-Penrose (minimum-norm) solution of Algorithm 1 (exact
+by eigen-decomposition for small layers; for large ones the Tikhonov solution with shift
+``1e-10 |N|``, which equals it up to ~shift / sigma^2 at the cost of one more Cholesky).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from .chain import ChainLayer
 from .operators import LayerMaps
 
 RANK_RTOL = 1e-10  # eigenvalues of the normal matrix below this fraction of the largest are zero
+EXACT_PINV_MAX = 1000  # rank-deficient layers up to this size get the exact pseudo-inverse (eigh), larger ones Tikhonov
 
 
 @dataclass(frozen=True)
@@ -31,7 +34,7 @@ class SolveSettings:
 
     tol: float = 1e-13  # relative residual of the normal equations at which CG stops
     max_iter: int = 300  # CG iterations before falling back to the dense factorisation
-    dense: bool = False  # skip CG and factor the dense normal matrix (the slow reference path)
+    method: str = "auto"  # "auto": CG when the flop model says it is cheaper; "cg": always try CG first; "dense"
 
 
 @dataclass(frozen=True)
@@ -225,9 +228,11 @@ class LayerSystem:
         """Least-squares input: CG when it is cheaper, else the dense factorisation."""
         n, tol = self.maps.geo.n, max(settings.tol, self.min_tol)
         budget = min(settings.max_iter, (n ** 3 / 3.0) / self.iteration_cost())
+        if settings.method == "cg":
+            budget = settings.max_iter
         # CG rarely reaches 1e-13 in < 100 iterations on an ill-conditioned layer; a looser
         # tolerance (float32) needs proportionally fewer
-        if not settings.dense and budget >= 100 * math.log(tol) / math.log(1e-13):
+        if settings.method == "cg" or (settings.method == "auto" and budget >= 100 * math.log(tol) / math.log(1e-13)):
             with small_ops():
                 x, its, rel = _cg(self.matvec, self.rhs, self._preconditioner(), tol=tol,
                                   max_iter=settings.max_iter, budget=budget)
@@ -250,6 +255,11 @@ class LayerSystem:
             for _ in range(3):  # the shift is tiny: each step gains ~10 digits
                 x = x + solve(self.rhs - self.matvec(x))
             return Solution(x, self.residual(x), "cholesky", 0, True)
+        if n > EXACT_PINV_MAX:  # Tikhonov: the minimum-norm solution up to ~shift / sigma^2, at Cholesky cost
+            with dense_ops():
+                chol = torch.linalg.cholesky(n_mat + self.rank_rtol * top * eye)
+            x = torch.cholesky_solve(self.rhs.reshape(-1, 1), chol).reshape(-1)
+            return Solution(x, self.residual(x), "pinv", 0, False)
         with dense_ops():
             eig, vec = torch.linalg.eigh(n_mat)
         keep = eig > self.rank_rtol * top
