@@ -158,7 +158,7 @@ def test_attack_on_recurrent_victims_moves_towards_the_record(model):
 
     start, start_m = run(1)  # the (projected) Gaussian start, same seed
     rec, m = run(40)
-    assert rec.loss_trace[-1] < 0.7 * rec.loss_trace[0]  # measured 0.34-0.52 after 60 steps
+    assert rec.loss_trace[-1] < 0.7 * rec.loss_trace[0]  # gru 0.34, lstm 0.52 after 60 steps; lstm 0.76 after 25
     assert m["fmse"] < start_m["fmse"] and m["similarity"] > start_m["similarity"]
 
 

@@ -32,7 +32,7 @@ import torch
 from ..errors import DataError
 from .base import Dataset
 from .entry import LoadRequest, register_dataset
-from .schema import RecordSchema, build_schema, standardise
+from .schema import RecordSchema, build_schema, parse_number, standardise
 
 HOURS = 48  # the task predicts mortality from the first 48 hours of the ICU stay
 TIMESTEP = 1.0  # hours per bin (the benchmark's in-hospital-mortality setting)
@@ -109,12 +109,7 @@ def _encode(channel: str, value: str, *, where: str) -> np.ndarray:
     if channel in CATEGORIES:
         out[_category_index(channel, value, where=where)] = 1.0
         return out
-    try:
-        out[0] = float(value)
-    except ValueError:
-        raise DataError(f"{where}: non-numeric value {value!r} for {channel!r}") from None
-    if not math.isfinite(out[0]):
-        raise DataError(f"{where}: non-finite value {value!r} for {channel!r}")
+    out[0] = parse_number(value, where=where, column=channel)
     return out
 
 

@@ -10,6 +10,7 @@ the final projection; metrics use it for per-feature accuracy. It travels inside
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -159,6 +160,17 @@ def standardise(
     std = torch.where(cont & (std > 1e-7), std, torch.ones_like(std))
     out = ((values.double() - mean) / std).float()
     return out, mean.tolist(), std.tolist()
+
+
+def parse_number(text: str, *, where: str, column: str) -> float:
+    """A finite float from a CSV cell, or a DataError naming the file:line and the column."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise DataError(f"{where}: non-numeric value {text!r} for {column!r}") from None
+    if not math.isfinite(value):
+        raise DataError(f"{where}: non-finite value {text!r} for {column!r}")
+    return value
 
 
 RECORD_KINDS = ("tabular", "timeseries")  # Dataset.kind values whose inputs are health records

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,7 @@ import torch
 from ..errors import DataError
 from .base import Dataset
 from .entry import LoadRequest, register_dataset
-from .schema import COLUMN_KINDS, build_schema, standardise
+from .schema import COLUMN_KINDS, build_schema, parse_number, standardise
 
 SPLIT_SEED = 0  # seed of the fixed 80/20 train/test split
 TRAIN_FRACTION = 0.8  # share of rows in the train split
@@ -135,12 +134,7 @@ def _check_cell(text: str, kind: str, *, where: str, column: str) -> None:
         if text == "":
             raise DataError(f"{where}: empty value in categorical column {column!r}")
         return
-    try:
-        value = float(text)
-    except ValueError:
-        raise DataError(f"{where}: non-numeric value {text!r} in {kind} column {column!r}") from None
-    if not math.isfinite(value):
-        raise DataError(f"{where}: non-finite value {text!r} in column {column!r}")
+    value = parse_number(text, where=where, column=column)
     if kind == "binary" and value not in (0.0, 1.0):
         raise DataError(f"{where}: binary column {column!r} holds {text!r}; use 0 or 1")
 
