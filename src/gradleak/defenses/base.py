@@ -147,6 +147,17 @@ class Defense(ABC):
         return {}
 
 
+def against_noise(attack_options: dict[str, Any], *, attack_fields: set[str], distance: str) -> dict[str, Any]:
+    """Adaptive options against a noisy update: ``distance``, and twice the restarts (at least 2),
+    since noise makes single runs unreliable. Only fields the attack has."""
+    out: dict[str, Any] = {}
+    if "distance" in attack_fields:
+        out["distance"] = distance
+    if "restarts" in attack_fields:
+        out["restarts"] = max(2, int(attack_options.get("restarts", 1)) * 2)
+    return out
+
+
 def loss_update(model: nn.Module, *, inputs: torch.Tensor, labels: torch.Tensor, protocol: Protocol,
                 loss: Loss) -> Params:
     """fedsgd / fedavg with a custom client loss (BiDO, minimax), detached.

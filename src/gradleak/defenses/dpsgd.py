@@ -20,7 +20,7 @@ from torch import nn
 
 from ..errors import GradleakError
 from ..fl.protocol import Params, Protocol
-from .base import Defense, cross_entropy, register_defense, require
+from .base import Defense, against_noise, cross_entropy, register_defense, require
 
 MAX_GRAD_NORM = 1.0  # per-sample clipping norm C (Opacus tutorials' default; noise std is sigma * C)
 DELTA = 1e-5  # delta of the reported (epsilon, delta); below 1 / (records of a hospital shard)
@@ -136,10 +136,5 @@ class DPSGD(Defense):
 
     def adaptive(self, attack_options: dict[str, Any], *, attack_fields: set[str]) -> dict[str, Any]:
         # The release is clip(g) + noise: the clipping rescales the gradient by an unknown factor,
-        # which the cosine distance ignores; the noise makes single runs unreliable.
-        out: dict[str, Any] = {}
-        if "distance" in attack_fields:
-            out["distance"] = "cosine"
-        if "restarts" in attack_fields:
-            out["restarts"] = max(2, int(attack_options.get("restarts", 1)) * 2)
-        return out
+        # which the cosine distance ignores.
+        return against_noise(attack_options, attack_fields=attack_fields, distance="cosine")

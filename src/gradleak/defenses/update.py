@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from ..fl.protocol import Params
-from .base import Defense, register_defense, require
+from .base import Defense, against_noise, register_defense, require
 
 
 @register_defense("none", description="no defense (the baseline)")
@@ -39,14 +39,8 @@ class GaussianNoise(Defense):
         return {k: v + self.value * _randn_like(v, generator) for k, v in update.items()}
 
     def adaptive(self, attack_options: dict[str, Any], *, attack_fields: set[str]) -> dict[str, Any]:
-        # Gaussian noise makes the squared L2 distance the (negative log-)likelihood; noise
-        # makes single runs unreliable, so the attacker spends more restarts.
-        out: dict[str, Any] = {}
-        if "distance" in attack_fields:
-            out["distance"] = "l2"
-        if "restarts" in attack_fields:
-            out["restarts"] = max(2, int(attack_options.get("restarts", 1)) * 2)
-        return out
+        # Gaussian noise makes the squared L2 distance the (negative log-)likelihood.
+        return against_noise(attack_options, attack_fields=attack_fields, distance="l2")
 
 
 @register_defense("laplace", description="add Laplacian noise with scale b to every update entry (laplace:b)")
