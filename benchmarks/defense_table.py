@@ -111,8 +111,9 @@ def aggregate(rows: list[dict[str, Any]], families: dict[str, list[str]], target
             if not runs:
                 continue
             entry = {"defense": runs[0]["defense"], "family": family_of[spec], "seeds": [r["seed"] for r in runs]}
-            for m in METRICS:
-                entry[m], entry[f"{m}_std"] = _mean_std([r.get(m) for r in runs])
+            for m in METRICS:  # rows of older versions name the training budget epsilon_training
+                entry[m], entry[f"{m}_std"] = _mean_std([r.get(m, r.get("epsilon")) if m == "epsilon_training"
+                                                         else r.get(m) for r in runs])
             settings[spec] = entry
         matched = {}
         for family, specs in families.items():

@@ -136,6 +136,7 @@ def test_dpsgd_without_noise_releases_the_clipped_gradient_and_reports_epsilon()
     assert global_norm({k: out[k] - clipped[k] for k in out}) > 10 * MAX_GRAD_NORM  # sigma * C per entry
     first = noisy.describe()["epsilon"]
     assert first is not None and 0 < first < math.inf
+    assert noisy.describe()["epsilon_release"] == pytest.approx(first)  # one release at sampling rate 1
     noisy.shared_update(model, inputs=x, labels=y, protocol=Protocol(), generator=_gen())
     assert noisy.describe()["epsilon"] > first  # the accountant composes releases
 

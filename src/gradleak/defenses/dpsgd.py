@@ -59,19 +59,30 @@ class DPSGD(Defense):
             acc.step(noise_multiplier=self.value, sample_rate=sample_rate)
 
     def epsilon(self, client: int | None = None) -> float | None:
-        """Epsilon spent at ``DELTA`` (worst client when ``client`` is None); inf without noise."""
-        if not self.accountants:
+        """Epsilon spent at ``DELTA`` by ``client`` (the worst client when None); None before any
+        release, inf without noise."""
+        chosen = list(self.accountants.values()) if client is None else \
+            [self.accountants[client]] if client in self.accountants else []
+        if not chosen:
             return None
         if self.value == 0:
             return float("inf")
-        clients = self.accountants if client is None else {client: self.accountants[client]}
-        return max(float(a.get_epsilon(delta=DELTA)) for a in clients.values())
+        return max(float(a.get_epsilon(delta=DELTA)) for a in chosen)
+
+    def release_epsilon(self) -> float | None:
+        """Epsilon of one release of a whole batch (sample rate 1): what a single shared update costs."""
+        if self.value == 0:
+            return None
+        _, _, RDPAccountant = _opacus()
+        accountant = RDPAccountant()
+        accountant.step(noise_multiplier=self.value, sample_rate=1.0)
+        return float(accountant.get_epsilon(delta=DELTA))
 
     def details(self) -> dict[str, Any]:
         eps = self.epsilon()
         return {"noise_multiplier": self.value, "max_grad_norm": MAX_GRAD_NORM, "delta": DELTA,
-                "epsilon": None if eps is None or eps == float("inf") else eps,
-                "accountant": "opacus rdp"}
+                "epsilon": None if eps is None or eps == float("inf") else eps, "accountant": "opacus rdp",
+                "epsilon_release": self.release_epsilon()}
 
     # ------------------------------------------------------------ private steps
     def _private(self, model: nn.Module, *, lr: float, batch: int, generator: torch.Generator):

@@ -149,7 +149,7 @@ class Evaluator:
             history = federated_training(model, defense=defense, splits=self.splits, config=cfg.federated,
                                          generator=generator, progress=lambda n: self.progress("round", n))
         train_seconds = time.perf_counter() - start
-        epsilon_training = defense.describe().get("epsilon")
+        epsilon_training = defense.describe().get("epsilon")  # before the attacked releases
         start = time.perf_counter()
         choose = torch.Generator().manual_seed(cfg.seed + 7)  # same victims for every defense (paired comparison)
         views = [self.observe(model, model_spec, defense, generator=generator, choose=choose, victim=v)
@@ -163,8 +163,8 @@ class Evaluator:
             "client_accuracy": history[-1],
             **summary,
             "truth_attacker_accuracy": self.judge(torch.cat(truths), torch.cat([t.labels for _, t in views])),
-            "epsilon": defense.describe().get("epsilon"),
-            "epsilon_training": epsilon_training,
+            "epsilon": epsilon_training,  # DP-SGD: the worst client's budget spent in the utility run
+            "epsilon_release": defense.describe().get("epsilon_release"),  # one attacked release on its own
             "attack": best,
             "attack_options": results[best]["options"],
             "attacks": {name: {**r["summary"], "options": r["options"]} for name, r in results.items()},
@@ -196,6 +196,14 @@ class Evaluator:
             self.progress("victim", 1)
         return {"summary": _summary(records, SCORES), "options": options, "truths": truths, "reconstructions": recons}
 
+    def owner(self, index: int) -> int:
+        """The client whose shard holds sample ``index`` of the concatenated client data."""
+        for client, (_, labels) in enumerate(self.splits.clients):
+            if index < len(labels):
+                return client
+            index -= len(labels)
+        raise IndexError("sample index beyond the clients' data")
+
     def observe(self, model: torch.nn.Module, spec: ModelSpec, defense: Defense, *,
                 generator: torch.Generator, choose: torch.Generator, victim: int = 0) -> tuple[Observation, GroundTruth]:
         """One victim's defended update of the trained model (client 0's decoder for perturb).
@@ -219,7 +227,8 @@ class Evaluator:
         protocol = defense.protocol(cfg.protocol)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            update = defense.shared_update(model, inputs=x, labels=y, protocol=protocol, generator=generator)
+            update = defense.shared_update(model, inputs=x, labels=y, protocol=protocol, generator=generator,
+                                           client=self.owner(int(idx[0])))  # its decoder (perturb), its accountant
         if hasattr(model, "sampling"):
             model.sampling = False
         observation = Observation(

@@ -12,7 +12,7 @@ COLUMNS = (
     ("ssim", "SSIM", "{:.3f}"),
     ("mse", "MSE", "{:.4f}"),
     ("attacker_accuracy", "attacker acc.", "{:.3f}"),
-    ("epsilon", "epsilon", "{:.2f}"),
+    ("epsilon", "ε (training)", "{:.2f}"),
     ("attack", "strongest attack", "{}"),
 )
 
@@ -61,10 +61,10 @@ def save_frontier_plot(rows: Sequence[dict[str, Any]], path: str | Path, *, titl
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     points = [r for r in rows if r.get("psnr") is not None and r.get("client_accuracy") is not None]
-    for r in points:
+    for i, r in enumerate(sorted(points, key=lambda q: q["psnr"])):
         ax.errorbar(r["psnr"], r["client_accuracy"], xerr=r.get("psnr_std") or 0.0, fmt="o", capsize=3)
-        ax.annotate(r["defense"], (r["psnr"], r["client_accuracy"]), textcoords="offset points", xytext=(5, 4),
-                    fontsize="small")
+        ax.annotate(r["defense"], (r["psnr"], r["client_accuracy"]), textcoords="offset points",
+                    xytext=(5, 5 if i % 2 == 0 else -12), fontsize="small")  # alternate: neighbours do not overlap
     front = pareto_front([(r["psnr"], r["client_accuracy"]) for r in points])
     if len(front) > 1:
         ax.step(*zip(*front), where="post", color="grey", linestyle="--", linewidth=1, label="frontier (non-dominated)")
