@@ -92,3 +92,40 @@ def save_frontier_plot(
     ax.grid(True, alpha=0.3)
     fig.tight_layout()
     return _atomic_write(path, lambda handle: fig.savefig(handle, format="png", dpi=100))
+
+
+def save_comparison_grid(
+    columns: Mapping[str, object],
+    path: str | os.PathLike[str],
+    *,
+    highlight: str | None = None,
+    title: str = "",
+    tile_inches: float = 1.1,
+) -> Path:
+    """Images side by side: one column per named set (truth first), one row per sample.
+
+    ``columns`` maps a label to a B x C x H x W tensor or array in [0, 1] (same B for all);
+    the ``highlight`` column's label is drawn bold and framed (e.g. the attacker's pick).
+    Pixels are shown as they are (nearest neighbour), never smoothed.
+    """
+    arrays = {name: np.clip(np.nan_to_num(np.asarray(a.detach().cpu() if hasattr(a, "detach") else a, dtype=float)),
+                            0.0, 1.0) for name, a in columns.items()}
+    batch = min(a.shape[0] for a in arrays.values()) if arrays else 0
+    fig = _figure((int(100 * tile_inches * max(1, len(arrays))), int(100 * (tile_inches * max(1, batch) + 0.45))))
+    for c, (name, images) in enumerate(arrays.items()):
+        for r in range(batch):
+            ax = fig.add_subplot(max(1, batch), len(arrays), r * len(arrays) + c + 1)
+            image = images[r].transpose(1, 2, 0)
+            ax.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray", vmin=0.0, vmax=1.0,
+                      interpolation="nearest")
+            ax.set_xticks([]), ax.set_yticks([])
+            chosen = name == highlight
+            for spine in ax.spines.values():
+                spine.set_edgecolor("tab:red" if chosen else "0.7")
+                spine.set_linewidth(2.5 if chosen else 0.5)
+            if r == 0:
+                ax.set_title(name, fontsize="small", fontweight="bold" if chosen else "normal")
+    if title:
+        fig.suptitle(title, fontsize="small")
+    fig.tight_layout(pad=0.3)
+    return _atomic_write(path, lambda handle: fig.savefig(handle, format="png", dpi=100))

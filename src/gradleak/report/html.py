@@ -17,11 +17,17 @@ body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:1000px;ma
 h1{font-size:1.7em;margin-bottom:.2em} h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}
 table{border-collapse:collapse;margin:.6em 0;font-size:.92em} th,td{border:1px solid #ccc;padding:.25em .6em;text-align:left}
 th{background:#f3f3f3} td.num{text-align:right;font-variant-numeric:tabular-nums}
-.verdict{padding:1em 1.2em;border-radius:6px;font-size:1.15em;margin:1em 0}
+.verdict{padding:1em 1.2em;border-radius:6px;margin:1em 0}
 .verdict.high{background:#fde2e1;border:2px solid #c0392b} .verdict.medium{background:#fff4d6;border:2px solid #d68910}
 .verdict.low{background:#e3f6e8;border:2px solid #1e8449} .verdict.unknown{background:#eee;border:2px solid #888}
 figure{margin:1em 0} figcaption{font-size:.9em;color:#555} img{max-width:100%;image-rendering:pixelated}
 .muted{color:#666;font-size:.9em} code{background:#f5f5f5;padding:0 .2em}
+.verdict .level{font-size:.8em;font-weight:700;letter-spacing:.08em;text-transform:uppercase;margin-bottom:.3em}
+.verdict .headline{font-size:1.15em;margin:.2em 0 .5em} .verdict ul,.verdict ol{margin:.3em 0;padding-left:1.4em}
+.verdict h3{font-size:1em;margin:.8em 0 .2em} .verdict li{margin:.2em 0;font-size:.95em}
+nav.toc{font-size:.9em;margin:.4em 0 1em;color:#555} nav.toc a{color:#1f5f99;text-decoration:none}
+table.facts th{width:14em;font-weight:600} dt{font-weight:600;margin-top:.5em} dd{margin-left:1.2em;color:#333}
+tr.chosen td{background:#fff8e1} pre{background:#f5f5f5;padding:.6em;overflow-x:auto;font-size:.85em}
 """
 
 
@@ -47,17 +53,40 @@ class HtmlReport:
     def bullets(self, items: Sequence[str]) -> None:
         self.parts.append("<ul>" + "".join(f"<li>{esc(i)}</li>" for i in items) + "</ul>")
 
-    def verdict(self, level: str, headline: str, details: Sequence[str]) -> None:
-        body = "".join(f"<p>{esc(d)}</p>" for d in details)
-        self.parts.append(f'<div class="verdict {esc(level)}" id="verdict"><strong>{esc(headline)}</strong>{body}</div>')
+    def verdict(self, level: str, headline: str, details: Sequence[str], *, title: str | None = None,
+                actions: Sequence[str] = ()) -> None:
+        """The coloured box a report leads with: level title, headline, findings, what to do."""
+        top = f'<div class="level">{esc(title)}</div>' if title else ""
+        body = "".join(f"<p>{esc(d)}</p>" for d in details) if not actions else \
+            "<ul>" + "".join(f"<li>{esc(d)}</li>" for d in details) + "</ul>"
+        todo = ("<h3>What to do</h3><ol>" + "".join(f"<li>{esc(a)}</li>" for a in actions) + "</ol>") if actions else ""
+        self.parts.append(f'<div class="verdict {esc(level)}" id="verdict">{top}<p class="headline">'
+                          f"<strong>{esc(headline)}</strong></p>{body}{todo}</div>")
 
-    def table(self, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    def contents(self, items: Sequence[tuple[str, str]]) -> None:
+        """A one-line table of contents: (anchor, title) pairs."""
+        links = " · ".join(f'<a href="#{esc(a)}">{esc(t)}</a>' for a, t in items)
+        self.parts.append(f'<nav class="toc">{links}</nav>')
+
+    def definitions(self, items: Sequence[tuple[str, str]]) -> None:
+        """A glossary: (term, explanation) pairs."""
+        self.parts.append("<dl>" + "".join(f"<dt>{esc(t)}</dt><dd>{esc(d)}</dd>" for t, d in items) + "</dl>")
+
+    def facts(self, items: Sequence[tuple[str, Any]]) -> None:
+        """A two-column key/value table (the audited setup, versions)."""
+        self.parts.append('<table class="facts"><tbody>' + "".join(
+            f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in items) + "</tbody></table>")
+
+    def table(self, header: Sequence[str], rows: Sequence[Sequence[Any]], *,
+              highlight: Sequence[bool] | None = None) -> None:
+        """A table; numeric cells align right; ``highlight[i]`` shades row i (e.g. the attacker's pick)."""
         head = "".join(f"<th>{esc(h)}</th>" for h in header)
+        marks = list(highlight) if highlight is not None else [False] * len(rows)
         body = "".join(
-            "<tr>" + "".join(
+            ('<tr class="chosen">' if mark else "<tr>") + "".join(
                 f'<td class="num">{esc(c)}</td>' if isinstance(c, (int, float)) or _numeric(c) else f"<td>{esc(c)}</td>"
                 for c in row) + "</tr>"
-            for row in rows
+            for row, mark in zip(rows, marks)
         )
         self.parts.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
 

@@ -1,0 +1,183 @@
+"""The measuring stages of an audit: label recovery and the attack battery over batch sizes.
+
+For every (batch size, seed) one client round is simulated once; every attack of the battery
+and the label recovery see the same :class:`Observation`. Attacks never see the ground
+truth: it is used afterwards, only to score. Which reconstruction "the attacker" would
+believe is decided by a quantity the attacker can compute, the *update mismatch* (cosine
+distance between the update the reconstruction would produce and the observed one), so the
+verdict never rests on a choice made with the answer in hand.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import torch
+
+from ..attacks import GradientMatcher, create_attack, recover_labels
+from ..errors import GradleakError
+from ..metrics import label_count_accuracy
+from ..metrics.image import psnr
+from ..observation import GroundTruth, Observation
+from ..runner import evaluate
+from .battery import Entry
+from .progress import AuditProgress
+
+SCORES = ("psnr", "ssim", "fsim", "mse", "label_accuracy", "seconds", "mismatch")
+
+
+@dataclass
+class Trial:
+    """One simulated client round: what the server saw and (for scoring only) what was private."""
+
+    batch_size: int
+    seed: int
+    observation: Observation
+    truth: GroundTruth
+
+
+@dataclass
+class AttackRecords:
+    """Every attack run of the battery, and the pictures kept for the report."""
+
+    records: list[dict[str, Any]] = field(default_factory=list)  # one per (attack, batch size, seed)
+    # batch size -> {"truth": tensor, attack name: aligned reconstruction} for the first seed
+    pictures: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict)
+
+
+def batch_scale(batch_size: int) -> float:
+    """How much longer an iteration takes at ``batch_size`` than at 1 (small models: sub-linear)."""
+    return 1.0 + (batch_size - 1) / 4.0
+
+
+def mean_std(values: Sequence[float | None]) -> tuple[float | None, float | None]:
+    """Mean and sample standard deviation (n - 1) of the finite values; (None, None) if none."""
+    vals = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    if not vals:
+        return None, None
+    mean = sum(vals) / len(vals)
+    return mean, (math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 else 0.0)
+
+
+def update_mismatch(observation: Observation, inputs: torch.Tensor, labels: torch.Tensor) -> float:
+    """1 - cos(update the reconstruction would produce, observed update): attacker-computable.
+
+    In float64: near-exact reconstructions differ by ~1e-10, below float32's resolution.
+    """
+    matcher = GradientMatcher(observation, distance="cosine", dtype=torch.float64)
+    return matcher.loss_value(inputs.double(), labels.long())
+
+
+def blind_guess_psnr(trial: Trial, channel_means: torch.Tensor) -> float:
+    """PSNR of a constant image of the data set's mean colour: what 'no leakage' scores."""
+    truth = trial.truth.inputs.float()
+    guess = channel_means.view(1, -1, 1, 1).expand_as(truth)
+    hi = float(trial.observation.data.get("max", 1.0)) - float(trial.observation.data.get("min", 0.0))
+    return psnr(guess, truth, data_range=hi).mean
+
+
+# --------------------------------------------------------------------------- labels
+def label_stage(trials: Sequence[Trial]) -> list[dict[str, Any]]:
+    """Analytic label recovery (iDLG / LLG) per batch size: share of the batch's labels recovered."""
+    per_batch: dict[int, list[tuple[float, str]]] = defaultdict(list)
+    for t in trials:
+        model = t.observation.build_model()
+        estimate = recover_labels(t.observation, model=model, generator=torch.Generator().manual_seed(t.seed))
+        per_batch[t.batch_size].append((label_count_accuracy(estimate.labels, t.truth.labels), estimate.method))
+    rows = []
+    for b in sorted(per_batch):
+        accs = [a for a, _ in per_batch[b]]
+        mean, std = mean_std(accs)
+        rows.append({"batch_size": b, "accuracy": mean, "accuracy_std": std, "seeds": len(accs),
+                     "method": sorted({m for _, m in per_batch[b]})})
+    return rows
+
+
+# --------------------------------------------------------------------------- attacks
+def attack_units(entry: Entry, batch_size: int) -> float:
+    return entry.weight * entry.iterations() * batch_scale(batch_size)
+
+
+def attack_stage(trials: Sequence[Trial], entries: Sequence[Entry], *, progress: AuditProgress,
+                 device: str = "cpu") -> AttackRecords:
+    """Run every runnable entry on every trial; failures are recorded, never fatal."""
+    out = AttackRecords()
+    runnable = [e for e in entries if e.skipped is None]
+    first_seed = {}
+    for t in trials:
+        first_seed.setdefault(t.batch_size, t.seed)
+    for t in trials:
+        keep = first_seed[t.batch_size] == t.seed
+        if keep:
+            out.pictures[t.batch_size] = {"truth": t.truth.inputs.clamp(0, 1)}
+        trial_records = []
+        for entry in runnable:
+            scale = entry.weight * batch_scale(t.batch_size)
+            label = f"{entry.name}, batch {t.batch_size}, seed {t.seed}"
+            record: dict[str, Any] = {"attack": entry.name, "kind": entry.kind, "batch_size": t.batch_size,
+                                      "seed": t.seed}
+            with progress.task("attacks", label, units=attack_units(entry, t.batch_size), per_step=scale) as advance:
+                try:
+                    attack = create_attack(entry.name, **entry.options)
+                    recon = attack.run(t.observation, generator=torch.Generator().manual_seed(t.seed), device=device,
+                                       progress=advance)
+                    metrics = evaluate(recon, t.truth, observation=t.observation)
+                    record.update(status="ok", **{k: metrics.get(k) for k in SCORES if k != "mismatch"},
+                                  label_method=recon.label_method,
+                                  mismatch=update_mismatch(t.observation, recon.inputs, recon.labels))
+                    if keep:
+                        aligned = recon.inputs.clamp(0, 1)[torch.as_tensor(metrics["assignment"])]
+                        out.pictures[t.batch_size][entry.name] = aligned
+                except (GradleakError, RuntimeError, ValueError) as exc:  # one failing attack never ends the audit
+                    record.update(status="error", error=f"{exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+            trial_records.append(record)
+        _mark_attacker_choice(trial_records)
+        out.records.extend(trial_records)
+    return out
+
+
+def _mark_attacker_choice(records: list[dict[str, Any]]) -> None:
+    """The attacker believes the reconstruction with the lowest update mismatch."""
+    ok = [r for r in records if r["status"] == "ok" and r.get("mismatch") is not None and math.isfinite(r["mismatch"])]
+    for r in records:
+        r["chosen"] = False
+    if ok:
+        min(ok, key=lambda r: r["mismatch"])["chosen"] = True
+
+
+def summarise(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Mean +- std over seeds per (attack, batch size), and how often the attacker chose it."""
+    groups: dict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
+    for r in records:
+        groups[(r["attack"], r["batch_size"])].append(r)
+    rows = []
+    for (attack, b), members in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        ok = [m for m in members if m["status"] == "ok"]
+        row: dict[str, Any] = {"attack": attack, "kind": members[0]["kind"], "batch_size": b, "runs": len(members),
+                               "failed": len(members) - len(ok), "chosen": sum(bool(m.get("chosen")) for m in members)}
+        for k in SCORES:
+            row[k], row[f"{k}_std"] = mean_std([m.get(k) for m in ok])
+        errors = sorted({m["error"] for m in members if m["status"] != "ok"})
+        if errors:
+            row["errors"] = errors
+        rows.append(row)
+    return rows
+
+
+def attacker_curve(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per batch size: the scores of the reconstruction the attacker chose, mean +- std over seeds."""
+    by_batch: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for r in records:
+        if r.get("chosen"):
+            by_batch[r["batch_size"]].append(r)
+    rows = []
+    for b in sorted(by_batch):
+        chosen = by_batch[b]
+        row: dict[str, Any] = {"batch_size": b, "seeds": len(chosen), "attacks": sorted({r["attack"] for r in chosen})}
+        for k in ("psnr", "ssim", "label_accuracy"):
+            row[k], row[f"{k}_std"] = mean_std([r.get(k) for r in chosen])
+        rows.append(row)
+    return rows

@@ -1,0 +1,261 @@
+"""The audit's pictures and its self-contained ``report.html`` (verdict first, details after)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..report.charts import save_comparison_grid, save_frontier_plot, save_series_plot
+from ..report.html import HtmlReport
+from .protection import DefenseSweep
+
+
+def _pm(mean: float | None, std: float | None, digits: int = 2) -> str:
+    if mean is None:
+        return "-"
+    return f"{mean:.{digits}f} ± {std:.{digits}f}" if std else f"{mean:.{digits}f}"
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value * 100:.0f}%"
+
+
+THREAT_MODEL = [
+    "Who attacks: whoever can read an individual client's update - the aggregation server, its operator, "
+    "or an intruder on it. It is honest-but-curious: it runs the protocol as agreed and does not tamper "
+    "with the model it sends (a malicious server that crafts weights is stronger than what is tested here).",
+    "What it knows: the model architecture and the global weights of the round (it sent them), the training "
+    "protocol (one gradient, or local steps with their learning rate), how many samples the update covers, "
+    "and the data's format (image size, value range). Labels only if the clients share them.",
+    "What it does not know: the client's images or labels. Labels are recovered analytically from the "
+    "update; images are reconstructed by the attacks below.",
+    "How results are judged: the attacker keeps, among its attacks, the reconstruction whose simulated update "
+    "best matches the observed one (the update mismatch) - a quantity it can compute. The private images "
+    "are used afterwards, only to score (PSNR, SSIM).",
+    "Defense sweep: the attacker knows the defense and its parameters and adapts to it (column 'attacker knowledge').",
+]
+
+GLOSSARY = [
+    ("SSIM", "Structural similarity between a private image and its reconstruction, 0 to 1 (1 = identical). "
+             "A blind guess scores near 0; from ~0.3 the image's layout is recognisable, from ~0.6 its details. "
+             "The verdict's risk levels use it."),
+    ("PSNR (dB)", "Peak signal-to-noise ratio; higher means closer. How much a PSNR means depends on the data: "
+                  "compare it with the blind guess (a constant image of the data's mean colour) on the same data."),
+    ("Label accuracy", "Share of the batch's labels (classes, often the diagnosis) the attacker recovers."),
+    ("Update mismatch", "1 - cosine similarity between the update the reconstruction would produce and the one "
+                        "observed. The attacker can compute it; it never sees the private data."),
+    ("Batch size", "Samples behind one shared update. Smaller batches leak more; a small hospital or a "
+                   "late-joining client may share updates of very few patients."),
+    ("Client accuracy", "Test accuracy of the federated model trained with the defense: the price of privacy."),
+]
+
+
+MAX_ROWS = 8  # samples shown per picture (a batch of 16 would make a very tall image)
+
+
+def _pictures(tmp: Path, result: dict[str, Any], pictures: dict[int, dict[str, torch.Tensor]]) -> list[tuple[int, str, str]]:
+    """Private images beside each attack's reconstruction, for the worst-case and the largest batch size."""
+    records = result["attacks"]["records"]
+    sizes = sorted(pictures)
+    out = []
+    for b in sorted({sizes[0], sizes[-1]}) if sizes else []:
+        first_seed = min(r["seed"] for r in records if r["batch_size"] == b)
+        chosen = next((r["attack"] for r in records if r["batch_size"] == b and r["seed"] == first_seed
+                       and r.get("chosen")), None)
+        columns = {("private" if n == "truth" else n): t[:MAX_ROWS] for n, t in pictures[b].items()}
+        path = tmp / f"reconstructions_batch{b}.png"
+        save_comparison_grid(columns, path, highlight=chosen)
+        out.append((b, path.name, chosen or "none"))
+    return out
+
+
+def _curve_plots(tmp: Path, result: dict[str, Any]) -> list[str]:
+    """PSNR and SSIM against batch size: each attack, and the attacker's pick."""
+    th = result["verdict"]["thresholds"]
+    names = []
+    for metric, label, lines in (
+        ("psnr", "PSNR (dB)", {"blind guess": result["blind_guess_psnr"]} if result["blind_guess_psnr"] else {}),
+        ("ssim", "SSIM (1 = identical)", {f"high risk ({th['high_ssim']})": th["high_ssim"],
+                                          f"medium risk ({th['medium_ssim']})": th["medium_ssim"]}),
+    ):
+        series: dict[str, tuple[list[float], list[float], list[float]]] = {}
+        for r in result["attacks"]["summary"]:
+            if r[metric] is not None:
+                xs, ms, ss = series.setdefault(r["attack"], ([], [], []))
+                xs.append(r["batch_size"]), ms.append(r[metric]), ss.append(r[f"{metric}_std"] or 0.0)
+        pick = [r for r in result["attacks"]["attacker_choice"] if r[metric] is not None]
+        if pick:
+            series["attacker's pick"] = ([r["batch_size"] for r in pick], [r[metric] for r in pick],
+                                         [r[f"{metric}_std"] or 0.0 for r in pick])
+        path = tmp / f"{metric}_vs_batch.png"
+        save_series_plot(series, path, title=f"Attack success vs client batch size ({metric.upper()}, mean ± std)",
+                         xlabel="client batch size", ylabel=label, hlines=lines)
+        names.append(path.name)
+    return names
+
+
+def _defense_pictures(tmp: Path, sweep: DefenseSweep, rows: list[dict[str, Any]], safe_below: float,
+                      recommended: str | None) -> tuple[str, str]:
+    frontier = tmp / "frontier.png"
+    save_frontier_plot([(r["defense"], r["client_accuracy"], r["ssim"]) for r in rows
+                        if r.get("client_accuracy") is not None and r.get("ssim") is not None],
+                       frontier, title="Privacy-utility frontier", ylabel="attack SSIM (leakage: lower is safer)",
+                       safe_below=safe_below)
+    grid = tmp / "defense_reconstructions.png"
+    shown = min([len(sweep.truth), MAX_ROWS] + [len(r) for r in sweep.reconstructions])
+    columns = {"private": sweep.truth[:shown]}
+    columns.update({r["defense"]: rec[:shown] for r, rec in zip(rows, sweep.reconstructions)})
+    save_comparison_grid(columns, grid, highlight=recommended)
+    return frontier.name, grid.name
+
+
+def write_report(tmp: Path, *, result: dict[str, Any], pictures: dict[int, dict[str, torch.Tensor]],
+                 sweep: DefenseSweep | None) -> None:
+    """Write the PNGs and ``report.html`` (images embedded as data URIs) into ``tmp``."""
+    s, v = result["settings"], result["verdict"]
+    page = HtmlReport(f"gradleak audit: {s['dataset']} / {s['model']}")
+    page.heading(f"Gradient leakage audit: {s['dataset']} / {s['model']}", level=1)
+    page.paragraph(f"gradleak {result['version']} · budget {s['budget']} · protocol {s['protocol']['name']} · "
+                   f"batch sizes {', '.join(map(str, s['batch_sizes']))} · seeds {', '.join(map(str, s['seeds']))} · "
+                   f"{result['timings']['total']:.0f} s", css="muted")
+    page.verdict(v["level"], v["headline"], v["findings"], title=v["title"], actions=v["actions"])
+    sections = [("setup", "Setup"), ("threat", "Threat model"), ("pictures", "Reconstructions"),
+                ("batch", "Batch size"), ("attacks", "Attacks"), ("labels", "Labels"), ("rank", "Model structure"),
+                ("defenses", "Defenses"), ("glossary", "How to read"), ("repro", "Reproducibility")]
+    page.contents(sections)
+
+    page.heading("What was audited", anchor="setup")
+    p, d, m = s["protocol"], result["dataset"], result["model"]
+    page.facts([
+        ("data", f"{d['name']}: {d['samples']} samples of shape {'x'.join(map(str, d['shape']))}, "
+                 f"classes {', '.join(d['classes'])} ({d['source']})"),
+        ("model", f"{m['name']} {m['options'] or ''}".strip()),
+        ("protocol", p["name"] + ("" if p["name"] == "fedsgd" else
+                                  f" (local epochs {p['local_epochs']}, lr {p['lr']}, local batch {p['local_batch_size'] or 'whole batch'})")),
+        ("global model", "untrained (first round)" if not s["trained_steps"] else f"pre-trained {s['trained_steps']} steps"),
+        ("clients share labels", "yes" if s["share_labels"] else "no"),
+        ("client batch sizes", ", ".join(map(str, s["batch_sizes"]))),
+        ("seeds", ", ".join(map(str, s["seeds"]))),
+        ("client data", result["client_split"] or "drawn from the whole data set"),
+    ])
+
+    page.heading("Threat model", anchor="threat")
+    page.bullets(THREAT_MODEL)
+
+    page.heading("Reconstructions", anchor="pictures")
+    for b, name, chosen in _pictures(tmp, result, pictures):
+        shown = f"the first {MAX_ROWS} of {b} samples" if b > MAX_ROWS else f"{b} sample{'s' if b > 1 else ''}"
+        page.image(tmp / name, caption=f"Batch size {b}, seed {s['seeds'][0]} ({shown}): the private images (left) and "
+                                       f"each attack's reconstruction; framed in red, the one the attacker picked "
+                                       f"({chosen}, lowest update mismatch).")
+
+    page.heading("Attack success vs batch size", anchor="batch")
+    psnr_plot, ssim_plot = _curve_plots(tmp, result)
+    page.image(tmp / ssim_plot, caption="SSIM of each attack and of the attacker's pick; dashed lines: the risk "
+                                        "thresholds of the verdict.")
+    page.image(tmp / psnr_plot, caption="PSNR of each attack and of the attacker's pick; dashed line: a blind guess "
+                                        "(a constant image of the data's mean colour).")
+    curve = result["attacks"]["attacker_choice"]
+    page.table(["batch size", "attacker's pick", "SSIM", "PSNR (dB)", "label accuracy", "seeds"],
+               [[r["batch_size"], ", ".join(r["attacks"]), _pm(r["ssim"], r["ssim_std"], 3), _pm(r["psnr"], r["psnr_std"]),
+                 _pct(r["label_accuracy"]), r["seeds"]] for r in curve])
+
+    page.heading("Attacks", anchor="attacks")
+    summary = result["attacks"]["summary"]
+    page.paragraph("Mean ± sample standard deviation over seeds. Shaded rows: the attack the attacker picked most "
+                   "often at that batch size.")
+    picks = {}
+    for r in summary:
+        if r["chosen"] and r["chosen"] >= picks.get(r["batch_size"], (0, ""))[0]:
+            picks[r["batch_size"]] = (r["chosen"], r["attack"])
+    page.table(["batch", "attack", "kind", "SSIM", "PSNR (dB)", "FSIM", "label acc.", "update mismatch", "seconds",
+                "picked", "failed"],
+               [[r["batch_size"], r["attack"], r["kind"], _pm(r["ssim"], r["ssim_std"], 3), _pm(r["psnr"], r["psnr_std"]),
+                 _pm(r["fsim"], r["fsim_std"], 3), _pct(r["label_accuracy"]),
+                 "-" if r["mismatch"] is None else f"{r['mismatch']:.2e}", _pm(r["seconds"], None, 1),
+                 f"{r['chosen']}/{r['runs']}", r["failed"]] for r in summary],
+               highlight=[picks.get(r["batch_size"], (0, ""))[1] == r["attack"] for r in summary])
+    errors = [f"{r['attack']} (batch {r['batch_size']}): {'; '.join(r['errors'])}" for r in summary if r.get("errors")]
+    if errors:
+        page.paragraph("Failed runs:")
+        page.bullets(errors)
+    skipped = [f"{e['attack']}: {e['skipped']}" for e in result["battery"] if e["skipped"]]
+    if skipped:
+        page.paragraph("Attacks not run, and why:")
+        page.bullets(skipped)
+
+    page.heading("Labels", anchor="labels")
+    page.paragraph("Analytic label recovery from the output layer's update (iDLG at batch size 1, LLG-style counts "
+                   "above); accuracy is the share of the batch's labels recovered (as a multiset).")
+    page.table(["batch size", "labels recovered", "method", "seeds"],
+               [[r["batch_size"], _pm(r["accuracy"] * 100, (r["accuracy_std"] or 0) * 100, 0) + "%",
+                 ", ".join(r["method"]), r["seeds"]] for r in result["labels"]])
+
+    page.heading("Model structure (rank analysis)", anchor="rank")
+    rank = result["rank"]
+    if rank["status"] == "ok":
+        page.paragraph(f"{rank['verdict']} (R-GAP rank-analysis index {rank['index']}; negative: each layer has more "
+                       "constraints than unknowns, so the closed-form attack can recover the input exactly).")
+        rows = rank.get("layers") or []
+        if rows and isinstance(rows[0], dict):
+            keys = [k for k in ("name", "unknowns", "gradient_constraints", "weight_constraints",
+                                "virtual_constraints", "ra_index", "numerical_rank") if k in rows[0]]
+            page.table([k.replace("_", " ") for k in keys], [[r.get(k, "-") if r.get(k) is not None else "-" for k in keys]
+                                                             for r in rows])
+    else:
+        page.paragraph(f"Rank analysis {rank['status']}: {rank['reason']}.", css="muted")
+
+    page.heading("Defenses", anchor="defenses")
+    if sweep is None:
+        page.paragraph("No defense sweep was requested (--defenses none given).", css="muted")
+    else:
+        _defense_section(page, tmp, result, sweep)
+
+    page.heading("How to read this report", anchor="glossary")
+    page.definitions(GLOSSARY)
+
+    page.heading("Reproducibility", anchor="repro")
+    env = result["environment"]
+    page.facts([("command", " ".join(["gradleak", *result["argv"]]) if result["argv"] else "(Python API)"),
+                ("budget", f"{s['budget']}: " + ", ".join(f"{k}={v}" for k, v in result["budget"].items() if k != "name")), ("seeds", ", ".join(map(str, s["seeds"]))),
+                ("versions", f"gradleak {env['gradleak']}, torch {env['torch']}, numpy {env['numpy']}, "
+                             f"Python {env['python']}"),
+                ("machine", f"{env['platform']}, {env['threads']} torch threads"),
+                ("time per stage", ", ".join(f"{k} {v:.0f} s" for k, v in result["timings"].items()))])
+    page.paragraph("Every number above is in results.json next to this file; the same command and seeds give the "
+                   "same numbers on CPU.", css="muted")
+    page.write(tmp / "report.html")
+
+
+def _defense_section(page: HtmlReport, tmp: Path, result: dict[str, Any], sweep: DefenseSweep) -> None:
+    rows = result["defenses"]["rows"]
+    cfg = sweep.config
+    fed = cfg["federated"]
+    page.paragraph(
+        f"Each defense: {fed['rounds']} FedAvg rounds with {fed['clients']} clients for the client accuracy, then "
+        f"{cfg['victims']} defended update(s) of {cfg['batch_size']} sample(s) of the trained model, attacked by "
+        f"{' and '.join(sweep.attacks)}, each adapted to the defense; a row reports the stronger attack (higher "
+        "PSNR against the private samples: the defender's worst case). The trained model can be harder to attack "
+        "than the first round's, so compare the rows with each other.")
+    th = result["verdict"]["thresholds"]
+    rec = result["verdict"]["recommended_defense"]
+    frontier, grid = _defense_pictures(tmp, sweep, rows, th["medium_ssim"], rec)
+    page.image(tmp / frontier, caption="Client accuracy (right is better) against attack SSIM (lower is safer; "
+                                       "dashed: the medium-risk threshold); the red line joins the defenses no other "
+                                       "beats on both.")
+    page.table(["defense", "client accuracy", "accuracy cost", "SSIM", "PSNR (dB)", "attack", "attacker accuracy",
+                "epsilon", "attacker knowledge"],
+               [[r["defense"], _pm(r["client_accuracy"], None, 3),
+                 "-" if r.get("accuracy_cost") is None else f"{r['accuracy_cost'] * 100:+.1f} pts",
+                 _pm(r["ssim"], r.get("ssim_std"), 3), _pm(r["psnr"], r.get("psnr_std")), r.get("attack", ""),
+                 _pct(r.get("attacker_accuracy")), "-" if r.get("epsilon") is None else f"{r['epsilon']:.2f}",
+                 r.get("attacker_knowledge", "")] for r in rows],
+               highlight=[r["defense"] == rec for r in rows])
+    page.image(tmp / grid, caption="Private samples (left) and the stronger attack's reconstruction under each defense "
+                                   "(framed: the recommended defense).")
+    ref = sweep.reference_accuracy
+    if ref is not None:
+        page.paragraph(f"Attacker accuracy: share of reconstructions the attacker's own classifier (test accuracy "
+                       f"{ref:.3f}, trained on its own data) assigns to the private sample's true class.", css="muted")

@@ -1,0 +1,183 @@
+"""``run_audit``: every stage in order, one progress bar, one atomic output directory.
+
+Stages: (1) rank analysis of the model; (2) one simulated client round per (batch size,
+seed); (3) label recovery; (4) the attack battery on every round; (5) the defense sweep;
+then the verdict, ``results.json`` and the self-contained ``report.html``. All input is
+checked before the first long step, so a typo fails in a second with one line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from .. import __version__
+from ..data import load_dataset
+from ..data.schema import RECORD_KINDS
+from ..errors import GradleakError
+from ..models import complete_spec
+from ..models.base import ModelSpec
+from ..outdir import atomic_directory, write_json
+from .battery import Entry, Setup, battery
+from .leakage import (Trial, attack_stage, attack_units, attacker_curve, blind_guess_psnr, label_stage,
+                      mean_std, summarise)
+from .progress import AuditProgress
+from .protection import defense_stage, defense_units, sweep_attacks, with_cost
+from .settings import SMALL_MODEL, AuditSettings
+from .structure import rank_stage
+from .verdict import verdict
+
+SIMULATION_UNITS = 5.0  # progress units per simulated client round (the first one also loads data)
+
+
+def _environment() -> dict[str, Any]:
+    import numpy
+
+    return {"gradleak": __version__, "python": sys.version.split()[0], "torch": torch.__version__,
+            "numpy": numpy.__version__, "platform": platform.platform(), "threads": torch.get_num_threads()}
+
+
+def _threads(settings: AuditSettings, spec: ModelSpec) -> int:
+    if settings.threads is not None:
+        return settings.threads
+    from ..models import count_parameters, create_model
+
+    return 1 if count_parameters(create_model(spec)) < SMALL_MODEL else torch.get_num_threads()
+
+
+def check(settings: AuditSettings) -> tuple[Any, ModelSpec, list[Entry], list[str]]:
+    """Validate everything cheap to validate; returns (dataset, model spec, battery, defense specs)."""
+    budget = settings.plan  # unknown budget names list the valid ones
+    sizes = settings.resolved_batch_sizes()
+    if any(b < 1 for b in sizes):
+        raise GradleakError(f"batch sizes must be >= 1, got {list(sizes)}")
+    if settings.seeds is not None and settings.seeds < 1:
+        raise GradleakError(f"--seeds must be >= 1, got {settings.seeds}")
+    if settings.threads is not None and settings.threads < 1:
+        raise GradleakError(f"--threads must be >= 1, got {settings.threads}")
+    if settings.trained_steps < 0:
+        raise GradleakError(f"--trained-steps must be >= 0, got {settings.trained_steps}")
+    data = load_dataset(settings.dataset, data_root=settings.data_root, image_size=settings.image_size,
+                        grayscale=settings.grayscale)
+    if data.kind in RECORD_KINDS:
+        raise GradleakError(f"gradleak audit covers image data; {settings.dataset!r} holds {data.kind} records "
+                            "(use `gradleak attack --attack tabular` or `gradleak sweep` for records)")
+    if max(sizes) > len(data):
+        raise GradleakError(f"batch size {max(sizes)} exceeds the {len(data)} samples of {settings.dataset!r}")
+    spec = complete_spec(ModelSpec(name=settings.model, input_shape=data.input_shape, num_classes=data.num_classes,
+                                   options=dict(settings.model_options)))
+    if settings.prior is not None:
+        from ..priors import read_prior_info
+
+        read_prior_info(settings.prior)
+    specs = settings.resolved_defenses()
+    if specs:
+        from ..defenses.evaluation import check_specs
+
+        check_specs(specs, attack="ig")
+    entries = battery(Setup(spec=spec, protocol=settings.protocol, data_kind=data.kind, prior=settings.prior,
+                            budget=budget), only=settings.attacks)
+    return data, spec, entries, specs
+
+
+def _exclusion(settings: AuditSettings, entries: Sequence[Entry]):
+    """Client batches avoid the attacker's own split when an attack uses the attacker's data."""
+    from ..attacks import ATTACKS
+
+    if not any(e.skipped is None and getattr(ATTACKS.get(e.name), "uses_attacker_data", False) for e in entries):
+        return None, None
+    from ..priors import attacker_data
+
+    split = attacker_data(settings.dataset, data_root=settings.data_root, image_size=settings.image_size,
+                          grayscale=settings.grayscale)
+    return split.client_exclusion, split.rule
+
+
+def run_audit(settings: AuditSettings, *, out: str | Path, show_progress: bool = True,
+              command: Sequence[str] | None = None) -> dict[str, Any]:
+    """Audit the deployment described by ``settings``; writes ``out`` atomically; returns results.json."""
+    from ..scenario import simulate
+
+    data, spec, entries, specs = check(settings)
+    sizes, seeds = settings.resolved_batch_sizes(), settings.resolved_seeds()
+    runnable = [e for e in entries if e.skipped is None]
+    planned = (len(sizes) * len(seeds) * SIMULATION_UNITS + settings.trained_steps * len(sizes) * len(seeds)
+               + sum(attack_units(e, b) for e in runnable for b in sizes for _ in seeds)
+               + (defense_units(settings, ("rgap", "ig"), specs) if specs else 0))
+    progress = AuditProgress(total=planned, enabled=show_progress)
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    threads_before = torch.get_num_threads()
+    torch.set_num_threads(_threads(settings, spec))
+    try:
+        with atomic_directory(out) as tmp:
+            clock = time.perf_counter()
+            with progress.task("model", "rank analysis", units=0):
+                rank = rank_stage(spec)
+            timings["rank"] = time.perf_counter() - clock
+
+            clock = time.perf_counter()
+            exclude, split_rule = _exclusion(settings, entries)
+            trials = []
+            for b in sizes:
+                for s in seeds:
+                    with progress.task("clients", f"simulate batch {b}, seed {s}",
+                                       units=SIMULATION_UNITS + settings.trained_steps) as advance:
+                        observation, truth = simulate(settings.scenario(batch_size=b, seed=s), progress=advance,
+                                                      exclude=exclude)
+                    trials.append(Trial(b, s, observation, truth))
+            timings["simulate"] = time.perf_counter() - clock
+
+            clock = time.perf_counter()
+            with progress.task("labels", "analytic label recovery", units=0):
+                labels = label_stage(trials)
+            timings["labels"] = time.perf_counter() - clock
+
+            clock = time.perf_counter()
+            attacks = attack_stage(trials, entries, progress=progress, device=settings.device)
+            summary, curve = summarise(attacks.records), attacker_curve(attacks.records)
+            timings["attacks"] = time.perf_counter() - clock
+            means = data.inputs.float().mean(dim=(0, 2, 3))
+            baseline, _ = mean_std([blind_guess_psnr(t, means) for t in trials if t.batch_size == sizes[0]])
+
+            sweep = None
+            if specs:
+                clock = time.perf_counter()
+                chosen = sweep_attacks([r for r in summary if r["batch_size"] == sizes[0]],
+                                       max_weight=settings.plan.defense_max_weight)
+                progress.add(defense_units(settings, chosen, specs) - defense_units(settings, ("rgap", "ig"), specs))
+                sweep = defense_stage(settings, specs, attacks=chosen, progress=progress)
+                timings["defenses"] = time.perf_counter() - clock
+            defense_rows = with_cost(sweep.rows) if sweep else []
+            result = {
+                "command": "audit", "version": __version__, "argv": list(command or []),
+                "settings": settings.to_json(), "budget": dataclasses.asdict(settings.plan),
+                "model": spec.to_json(), "dataset": {"name": data.name, "source": data.source, "samples": len(data),
+                                                     "shape": list(data.input_shape), "classes": list(data.class_names)},
+                "verdict": verdict(curve=curve, labels=labels, baseline=baseline, rank=rank, defenses=defense_rows,
+                                   dataset=settings.dataset),
+                "rank": rank, "labels": labels, "battery": [e.to_json() for e in entries],
+                "attacks": {"records": attacks.records, "summary": summary, "attacker_choice": curve},
+                "blind_guess_psnr": baseline, "client_split": split_rule,
+                "defenses": None if sweep is None else {"attacks": list(sweep.attacks), "rows": defense_rows,
+                                                        "config": sweep.config,
+                                                        "reference_accuracy": sweep.reference_accuracy},
+                "timings": timings, "environment": _environment(),
+            }
+            from .page import write_report
+
+            with progress.task("report", "pictures and report.html", units=0):
+                result["timings"]["total"] = time.perf_counter() - started
+                write_report(tmp, result=result, pictures=attacks.pictures, sweep=sweep)
+                write_json(tmp / "results.json", result)
+    finally:
+        progress.close()
+        torch.set_num_threads(threads_before)
+    return result
+

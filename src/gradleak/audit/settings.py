@@ -1,0 +1,70 @@
+"""What an audit examines: the deployment (data, model, protocol) and how hard to look."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..fl.protocol import Protocol
+from ..scenario import Scenario
+from .budget import Budget, get_budget
+
+SMALL_MODEL = 1_000_000  # parameters below which the audit runs torch single-threaded by default
+
+
+@dataclass
+class AuditSettings:
+    """The audited federated setup and the audit's budget (``gradleak audit`` options)."""
+
+    dataset: str = "histology"  # dataset registry name: the embedded histology patches need no download
+    model: str = "lenet"  # victim model registry name (DLG's LeNet: the classic undefended victim)
+    budget: str = "standard"  # quick | standard | thorough (see gradleak.audit.budget)
+    batch_sizes: tuple[int, ...] | None = None  # client batch sizes probed; None = the budget's
+    seeds: int | None = None  # seeds per setting; None = the budget's
+    protocol: Protocol = field(default_factory=Protocol)  # what clients share: fedsgd gradient (default) or fedavg
+    trained_steps: int = 0  # pre-train the global model (0 = the first round, the attacker's best moment)
+    train_mode: bool = False  # clients run BatchNorm in train mode (batch statistics)
+    share_labels: bool = False  # clients also share their labels
+    image_size: int | None = None  # dataset default when None
+    grayscale: bool = False  # convert images to one channel
+    data_root: str | None = None  # directory with dataset files (MedMNIST .npz, your CSV)
+    model_options: dict[str, Any] = field(default_factory=dict)  # model constructor options
+    attacks: list[str] | None = None  # restrict the battery to these attacks; None = every one that applies
+    defenses: list[str] | None = None  # defense sweep specs; None = the budget's; [] = no defense sweep
+    prior: str | None = None  # generator prior directory: adds the generative attacks (giz, gias)
+    seed: int = 0  # first seed; seed k of a setting uses seed + k
+    device: str = "cpu"  # where attacks run
+    # torch CPU threads; None = 1 for models under SMALL_MODEL parameters (their ops are too small
+    # to gain from threads, and idle-spinning threads collapse on a shared machine), torch's default otherwise
+    threads: int | None = None
+
+    @property
+    def plan(self) -> Budget:
+        return get_budget(self.budget)
+
+    def resolved_batch_sizes(self) -> tuple[int, ...]:
+        return tuple(sorted(set(self.batch_sizes or self.plan.batch_sizes)))
+
+    def resolved_seeds(self) -> list[int]:
+        return [self.seed + k for k in range(self.seeds or self.plan.seeds)]
+
+    def resolved_defenses(self) -> list[str]:
+        return list(self.plan.defenses if self.defenses is None else self.defenses)
+
+    def scenario(self, *, batch_size: int, seed: int) -> Scenario:
+        """The client round simulated for one (batch size, seed)."""
+        return Scenario(
+            dataset=self.dataset, model=self.model, batch_size=batch_size, protocol=self.protocol,
+            trained_steps=self.trained_steps, train_mode=self.train_mode, share_labels=self.share_labels,
+            seed=seed, image_size=self.image_size, grayscale=self.grayscale, data_root=self.data_root,
+            model_options=dict(self.model_options),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["protocol"] = self.protocol.to_json()
+        d["batch_sizes"] = list(self.resolved_batch_sizes())
+        d["seeds"] = self.resolved_seeds()
+        d["defenses"] = self.resolved_defenses()
+        return d

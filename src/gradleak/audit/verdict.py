@@ -1,0 +1,129 @@
+"""The plain verdict an audit leads with: a risk level, one headline, findings, what to do.
+
+The level is read off the reconstruction *the attacker chose* (lowest update mismatch; no
+ground truth in the choice), scored afterwards with SSIM, the structural similarity: it is
+near 0 for a blind guess whatever the data, whereas PSNR is not (a constant image of the
+mean colour scores ~19 dB on the pale histology patches), so PSNR is reported beside the
+blind guess's PSNR and never judged alone. Labels count on their own: for medical data the
+class is often the diagnosis.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Sequence
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    high_ssim: float = 0.6  # at or above, the private image is visibly reconstructed (high risk)
+    medium_ssim: float = 0.3  # at or above, its layout and structures leak (medium risk)
+    label_leak: float = 0.9  # share of labels recovered at which labels count as leaked (at least medium)
+    max_accuracy_cost: float = 0.05  # a defense costing more client accuracy than this is not recommended
+
+
+LEVELS = {"high": "High risk", "medium": "Medium risk", "low": "Low risk (in this test)", "unknown": "No verdict"}
+
+
+def _fmt(mean: float | None, std: float | None, unit: str = "", digits: int = 1) -> str:
+    if mean is None:
+        return "n/a"
+    spread = f" ± {std:.{digits}f}" if std else ""
+    return f"{mean:.{digits}f}{spread}{unit}"
+
+
+def level_of(ssim: float | None, labels: float | None, th: Thresholds) -> str:
+    if ssim is None:
+        return "unknown"
+    if ssim >= th.high_ssim:
+        return "high"
+    if ssim >= th.medium_ssim or (labels is not None and labels >= th.label_leak):
+        return "medium"
+    return "low"
+
+
+def recommend_defense(rows: Sequence[dict[str, Any]], th: Thresholds) -> dict[str, Any] | None:
+    """The cheapest tested defense that keeps the attack below the medium threshold at an
+    affordable accuracy cost, or None. Rows carry ``accuracy_cost`` (protection.with_cost)."""
+    safe = [r for r in rows if r["defense"] != "none" and r.get("ssim") is not None
+            and r.get("accuracy_cost") is not None and r["ssim"] < th.medium_ssim
+            and r["accuracy_cost"] <= th.max_accuracy_cost]
+    return min(safe, key=lambda r: (r["accuracy_cost"], r["ssim"])) if safe else None
+
+
+def _batch_finding(curve: Sequence[dict[str, Any]], th: Thresholds) -> str | None:
+    if len(curve) < 2:
+        return None
+    leaky = [r["batch_size"] for r in curve if r.get("ssim") is not None and r["ssim"] >= th.medium_ssim]
+    safe = [r["batch_size"] for r in curve if r.get("ssim") is not None and r["ssim"] < th.medium_ssim]
+    if not safe:
+        return (f"Larger batches alone do not help: the reconstructions keep SSIM >= {th.medium_ssim} at every "
+                f"tested batch size (up to {curve[-1]['batch_size']}).")
+    if leaky:
+        return (f"Batch size matters: SSIM stays >= {th.medium_ssim} up to batch size {max(leaky)} and drops below "
+                f"it from batch size {min(safe)} on (for the attacks and budget of this audit).")
+    return f"No tested batch size gave reconstructions with SSIM >= {th.medium_ssim}."
+
+
+def _defense_actions(defenses: Sequence[dict[str, Any]], th: Thresholds) -> list[str]:
+    base = next((r for r in defenses if r["defense"] == "none"), None)
+    if not defenses or base is None:
+        return []
+    pick = recommend_defense(defenses, th)
+    if base.get("ssim") is not None and base["ssim"] < th.medium_ssim:
+        return [f"The defense sweep's attacks did not break even the undefended trained model (SSIM "
+                f"{base['ssim']:.2f}), so it cannot rank the defenses; re-run with --budget thorough."]
+    if pick is None:
+        return [f"No tested defense kept the attack below SSIM {th.medium_ssim} for at most "
+                f"{th.max_accuracy_cost * 100:.0f} points of client accuracy; see the defense table and try others."]
+    return [f"Apply {pick['defense']}: in the defense sweep the attack's SSIM fell from {base['ssim']:.2f} "
+            f"({base['psnr']:.1f} dB) undefended to {pick['ssim']:.2f} ({pick['psnr']:.1f} dB), and the federated "
+            f"model's accuracy went from {base['client_accuracy']:.3f} to {pick['client_accuracy']:.3f}."]
+
+
+def verdict(*, curve: Sequence[dict[str, Any]], labels: Sequence[dict[str, Any]], baseline: float | None,
+            rank: dict[str, Any], defenses: Sequence[dict[str, Any]], dataset: str,
+            thresholds: Thresholds = Thresholds()) -> dict[str, Any]:
+    """``{"level", "title", "headline", "findings": [...], "actions": [...], "recommended_defense", "thresholds"}``."""
+    th = thresholds
+    worst = curve[0] if curve else {}
+    label_worst = labels[0]["accuracy"] if labels else None
+    level = level_of(worst.get("ssim"), label_worst, th)
+    findings: list[str] = []
+    if worst:
+        blind = f" (a blind guess of the {dataset} data scores {baseline:.1f} dB)" if baseline is not None else ""
+        findings.append(
+            f"Worst case, batch size {worst['batch_size']}: the reconstruction the attacker trusts most "
+            f"({', '.join(worst['attacks'])}, picked by how well it reproduces the update, without seeing any data) "
+            f"has SSIM {_fmt(worst['ssim'], worst.get('ssim_std'), '', 2)} with the private image (1 = identical) "
+            f"and PSNR {_fmt(worst['psnr'], worst.get('psnr_std'), ' dB')}{blind}.")
+    if label_worst is not None:
+        findings.append("Labels (for medical data often the diagnosis) are recovered from the update alone: "
+                        + ", ".join(f"{r['accuracy'] * 100:.0f}% at batch size {r['batch_size']}" for r in labels) + ".")
+    batch = _batch_finding(curve, th)
+    if batch:
+        findings.append(batch)
+    if rank.get("status") == "ok":
+        findings.append(f"Rank analysis of the model: {rank['verdict']}.")
+    actions: list[str] = []
+    if level in ("high", "medium"):
+        actions.append("Do not train on patient data with this configuration until a defense is in place.")
+    actions += _defense_actions(defenses, th)
+    safe = [r["batch_size"] for r in curve if r.get("ssim") is not None and r["ssim"] < th.medium_ssim]
+    if level in ("high", "medium") and safe:
+        actions.append(f"Where clients can, have each update cover at least {min(safe)} samples (weaker attacks "
+                       "then failed here; stronger ones may not).")
+    if level == "low":
+        actions.append("No attack here reconstructed recognisable images; this is evidence, not proof. Re-run "
+                       "with --budget thorough (and a generator prior, --prior) before deployment.")
+    else:
+        actions.append("Re-run with --budget thorough for the report you file.")
+    headline = {
+        "high": "A curious server can reconstruct patients' training images from a single client update.",
+        "medium": "Client updates leak the structure or the labels of patients' data.",
+        "low": "No attack of this audit reconstructed recognisable images from the client updates.",
+        "unknown": "No attack produced a usable result; see the errors in the attack table.",
+    }[level]
+    pick = recommend_defense(defenses, th)
+    return {"level": level, "title": LEVELS[level], "headline": headline, "findings": findings, "actions": actions,
+            "recommended_defense": None if pick is None else pick["defense"], "thresholds": asdict(th)}
