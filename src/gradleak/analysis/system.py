@@ -153,7 +153,8 @@ class LayerSystem:
         blocks = (self.scale * maps.gradient_pixel_normal()).expand(c, pixels, pixels).clone()
         if self.weight_on:
             kk = geo.kernel[0] * geo.kernel[1]
-            q = (maps.w.T @ maps.w).reshape(c, kk, c, kk).diagonal(dim1=0, dim2=2).permute(2, 0, 1)  # C x kk x kk
+            w3 = maps.w.reshape(maps.w.shape[0], c, kk)
+            q = torch.einsum("oca,ocb->cab", w3, w3)  # the channel-diagonal blocks of w^T w: C x kk x kk
             idx = geo.patch_index(q.device)[:kk]  # channel 0's pixels: kk x P
             idx = torch.where(idx >= pixels, torch.full_like(idx, pixels), idx)
             flat = (idx.T.unsqueeze(2) * (pixels + 1) + idx.T.unsqueeze(1)).reshape(-1)  # P*kk*kk
