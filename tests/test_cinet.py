@@ -55,7 +55,8 @@ def test_automatic_width_is_the_smallest_overparameterized(victim):
 
 
 def test_bad_config():
-    for bad in ({"width": -1}, {"upsample": "area"}, {"param_ratio": 0.0}, {"iterations": 0}, {"distance": "l3"}):
+    for bad in ({"width": -1}, {"upsample": "area"}, {"param_ratio": 0.0}, {"iterations": 0}, {"distance": "l3"},
+                {"schedule": "warm"}):
         with pytest.raises(GradleakError):
             create_attack("cinet", **bad)
     assert "cinet" in ATTACKS.names()

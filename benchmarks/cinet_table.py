@@ -1,0 +1,128 @@
+"""CI-Net's Table 1 on histology: SSIM, FSIM, PSNR, LPIPS of dlg, idlg, ig, gias and cinet at
+batch sizes 16, 32 and 64, mean +- std over model seeds.
+
+The paper (CIFAR-10, sigmoid ResNet-18, batch 128, A100): DLG SSIM 0.10, iDLG 0.10, IG 0.16,
+GIAS 0.26, CI-Net 0.98. Here the victim is the one in ``cinet_bench.Setting`` (IG's ConvNet,
+width 8, pre-trained 200 steps, labels known as the paper assumes), sized for 2 shared CPU cores;
+docs/cinet.md says why.
+
+Same budget for every attack: ``--iterations`` gradient evaluations (a forward pass and a double
+backward through the victim). DLG/iDLG get ``iterations / 20`` L-BFGS steps of 20 evaluations;
+GIAS gets one restart of ``iterations / 2`` latent steps then ``iterations / 2`` fine-tuning steps;
+IG and CI-Net get ``iterations`` Adam steps. The seed picks the client batch, the victim's
+initialisation and pre-training, and the attack's random start.
+
+    nice -n 10 python benchmarks/cinet_table.py            # full: batch 16/32/64, seeds 0-2, 100 evaluations
+    nice -n 10 python benchmarks/cinet_table.py --quick    # batch 16, seeds 0-2, 50 evaluations
+
+Finished cells are kept in ``<out>/runs.jsonl``; an interrupted run resumes. Outputs:
+``<out>/table.json``, ``<out>/table.md``, ``<out>/ssim_vs_batch.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from cinet_bench import Setting, cell, ensure_prior, run_cell, run_cells, setup_threads, summarise
+
+from gradleak.outdir import write_json
+from gradleak.report.charts import save_series_plot
+from gradleak.sweep.journal import Journal
+
+ATTACKS = ("dlg", "idlg", "ig", "gias", "cinet")
+PAPER = {"dlg": 0.10, "idlg": 0.10, "ig": 0.16, "gias": 0.26, "cinet": 0.98}  # SSIM, CIFAR-10, batch 128
+
+
+def attack_options(attack: str, *, evaluations: int, prior: Path | None) -> dict[str, Any]:
+    """The same number of gradient evaluations for every attack (see the module docstring)."""
+    if attack in ("dlg", "idlg"):
+        return {"iterations": max(1, evaluations // 20), "lbfgs_inner": 20}
+    if attack == "gias":
+        half = max(1, evaluations // 2)
+        return {"prior": str(prior), "restarts": 1, "iterations": half, "gias_iterations": half}
+    return {"iterations": evaluations}
+
+
+def markdown(summary: dict[tuple, dict[str, Any]], meta: dict[str, Any]) -> str:
+    batches = sorted({b for _, b in summary})
+    lines = [
+        "# CI-Net Table 1 on histology (32x32 RGB)", "",
+        f"Victim: {meta['setting']['model']} width {meta['setting']['model_width']} "
+        f"({meta['victim_parameters']} parameters), pre-trained {meta['setting']['trained_steps']} steps, "
+        f"BatchNorm eval mode, labels known (paper Sec. 2.1). Budget: {meta['evaluations']} gradient evaluations "
+        f"per attack. Seeds {meta['seeds']}; mean +- std over seeds. LPIPS n/a: no pretrained VGG weights offline.",
+        f"CPU time of all cells: {meta['cpu_seconds']:.0f} s ({meta['threads']} thread(s), nice 10, machine shared "
+        f"with other jobs; wall {meta['wall_seconds']:.0f} s).", "",
+    ]
+    for b in batches:
+        lines += [f"## batch {b}", "", "| attack | SSIM | FSIM | PSNR (dB) | LPIPS | CPU s per run | paper SSIM (b128) |",
+                  "|---|---|---|---|---|---|---|"]
+        for a in ATTACKS:
+            row = summary.get((a, b))
+            if row is None:
+                continue
+            lines.append(f"| {a} | {cell(row, 'ssim', 3)} | {cell(row, 'fsim', 3)} | {cell(row, 'psnr')} | n/a | "
+                         f"{cell(row, 'cpu_seconds', 0)} | {PAPER[a]:.2f} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="batch 16 only, 50 evaluations")
+    parser.add_argument("--batches", type=int, nargs="+", default=None, help="default 16 32 64 (quick: 16)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--attacks", nargs="+", default=list(ATTACKS), choices=ATTACKS)
+    parser.add_argument("--iterations", type=int, default=None, help="gradient evaluations per attack (default 100, quick 50)")
+    parser.add_argument("--prior", type=Path, default=Path("runs/cinet_prior"), help="GIAS prior (trained here if missing)")
+    parser.add_argument("--prior-steps", type=int, default=1500, help="`gradleak prior train --steps` when training it")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=None, help="default benchmarks/results/cinet_table[_quick]")
+    args = parser.parse_args()
+    batches = args.batches or ([16] if args.quick else [16, 32, 64])
+    evaluations = args.iterations or (50 if args.quick else 100)
+    out = args.out or Path("benchmarks/results/cinet_table" + ("_quick" if args.quick else ""))
+    out.mkdir(parents=True, exist_ok=True)
+    setup_threads(args.threads)
+    setting = Setting()
+    prior = ensure_prior(args.prior, setting=setting, steps=args.prior_steps) if "gias" in args.attacks else None
+    journal = Journal(out / "runs.jsonl")
+    cells = []
+    for seed in args.seeds:  # seed-major: a partial run still covers every batch size
+        for b in batches:
+            for a in args.attacks:
+                options = attack_options(a, evaluations=evaluations, prior=prior)
+                params = {"attack": a, "batch_size": b, "seed": seed, "evaluations": evaluations, "options": options}
+                thunk = (lambda a=a, b=b, seed=seed, options=options:
+                         run_cell(setting=setting, attack=a, options=options, batch_size=b, seed=seed))
+                cells.append((f"{a}-b{b}-s{seed}-e{evaluations}", params, thunk))
+    wall = time.perf_counter()
+    run_cells(journal, cells)
+    keys = {c[0] for c in cells}
+    records = [r for r in journal.records if r["cell"] in keys]
+    summary = summarise(records, lambda p: (p["attack"], p["batch_size"]))
+    meta = {
+        "setting": dataclasses.asdict(setting), "evaluations": evaluations, "seeds": args.seeds, "threads": args.threads,
+        "victim_parameters": records[0]["metrics"]["victim_parameters"] if records else None,
+        "cpu_seconds": sum(r["metrics"]["cpu_seconds"] for r in records),
+        "wall_seconds": sum(r["metrics"]["wall_seconds"] for r in records), "this_session_wall": time.perf_counter() - wall,
+        "prior": str(prior) if prior else None, "paper_ssim_batch128": PAPER,
+    }
+    write_json(out / "table.json", {"meta": meta, "rows": [{"attack": a, "batch_size": b, **row}
+                                                           for (a, b), row in sorted(summary.items())]})
+    (out / "table.md").write_text(markdown(summary, meta))
+    series = {a: ([b for b in batches if (a, b) in summary], [summary[(a, b)]["ssim"] for b in batches if (a, b) in summary],
+                  [summary[(a, b)]["ssim_std"] for b in batches if (a, b) in summary]) for a in args.attacks}
+    save_series_plot(series, out / "ssim_vs_batch.png", title=f"SSIM vs batch size (histology 32 px, {evaluations} evaluations)",
+                     xlabel="batch size", ylabel="SSIM (mean +- std over seeds)", hlines={"goal 0.9": 0.9})
+    print(json.dumps(meta, indent=1))
+    print((out / "table.md").read_text())
+
+
+if __name__ == "__main__":
+    main()
