@@ -126,11 +126,16 @@ def test_verdict_levels_and_recommendation():
     assert recommend_defense(rows, th)["defense"] == "prune:0.9"
     curve = [{"batch_size": 1, "attacks": ["rgap"], "ssim": 0.99, "ssim_std": 0.0, "psnr": 80.0, "psnr_std": 0.0},
              {"batch_size": 8, "attacks": ["ig"], "ssim": 0.05, "ssim_std": 0.01, "psnr": 9.0, "psnr_std": 1.0}]
-    v = verdict(curve=curve, labels=[{"batch_size": 1, "accuracy": 1.0}], baseline=12.0, rank={"status": "x"},
-                defenses=rows, dataset="histology")
+    worst = [{"batch_size": 1, "attack": "rgap", "ssim": 0.99, "ssim_std": 0.0},
+             {"batch_size": 4, "attack": "cinet", "ssim": 0.35, "ssim_std": 0.1},  # the pick missed it
+             {"batch_size": 8, "attack": "ig", "ssim": 0.05, "ssim_std": 0.01}]
+    v = verdict(curve=curve, worst=worst, labels=[{"batch_size": 1, "accuracy": 1.0}], baseline=12.0,
+                rank={"status": "x"}, defenses=rows, dataset="histology")
     assert v["level"] == "high" and v["recommended_defense"] == "prune:0.9"
     assert any("prune:0.9" in a for a in v["actions"]) and any("at least 8 samples" in a for a in v["actions"])
-    assert "12.0 dB" in v["findings"][0]
+    assert "12.0 dB" in v["findings"][0] and any("0.35 at 4 (cinet)" in f for f in v["findings"])
+    v = verdict(curve=curve, worst=worst[:2], labels=[], baseline=None, rank={}, defenses=[], dataset="d")
+    assert not any("samples" in a for a in v["actions"])  # batch 4 still leaks: no batch advice
 
 
 def test_defense_sweep_attacks_follow_the_attacker_within_budget():

@@ -48,7 +48,7 @@ _register(Budget(
 ), "smoke test: two batch sizes, one seed, short attacks (about a minute)")
 _register(Budget(
     name="standard", batch_sizes=(1, 2, 4, 8), seeds=2,
-    iterations={"idlg": 100, "dlg": 100, "ig": 400, "cinet": 200, "giz": 300, "gias": 300},
+    iterations={"idlg": 60, "dlg": 60, "ig": 400, "cinet": 200, "giz": 300, "gias": 300},
     defense_rounds=10, defense_victims=2, defense_iterations=200, reference_steps=200,
 ), "the default: four batch sizes, two seeds, a four-point defense sweep (about five minutes on 2 cores)")
 _register(Budget(

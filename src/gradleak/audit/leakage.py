@@ -181,3 +181,17 @@ def attacker_curve(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             row[k], row[f"{k}_std"] = mean_std([r.get(k) for r in chosen])
         rows.append(row)
     return rows
+
+
+def worst_case(summary: Sequence[dict[str, Any]], *, metric: str = "ssim") -> list[dict[str, Any]]:
+    """Per batch size, the attack with the highest mean ``metric`` *scored with the private data*.
+
+    The defender's worst case: an upper bound the attacker cannot select by itself (it does not
+    see the data), reported beside the attacker's pick, never in its place.
+    """
+    best: dict[int, dict[str, Any]] = {}
+    for r in summary:
+        if r.get(metric) is not None and (r["batch_size"] not in best or r[metric] > best[r["batch_size"]][metric]):
+            best[r["batch_size"]] = r
+    return [{"batch_size": b, "attack": r["attack"], metric: r[metric], f"{metric}_std": r[f"{metric}_std"],
+             "psnr": r.get("psnr"), "psnr_std": r.get("psnr_std")} for b, r in sorted(best.items())]

@@ -90,8 +90,9 @@ def _curve_plots(tmp: Path, result: dict[str, Any]) -> list[str]:
             series["attacker's pick"] = ([r["batch_size"] for r in pick], [r[metric] for r in pick],
                                          [r[f"{metric}_std"] or 0.0 for r in pick])
         path = tmp / f"{metric}_vs_batch.png"
-        save_series_plot(series, path, title=f"Attack success vs client batch size ({metric.upper()}, mean ± std)",
-                         xlabel="client batch size", ylabel=label, hlines=lines)
+        save_series_plot(series, path, title=f"{metric.upper()} vs client batch size (mean ± std)",
+                         xlabel="client batch size", ylabel=label, hlines=lines, emphasise=("attacker's pick",),
+                         size=(560, 400))
         names.append(path.name)
     return names
 
@@ -153,14 +154,21 @@ def write_report(tmp: Path, *, result: dict[str, Any], pictures: dict[int, dict[
 
     page.heading("Attack success vs batch size", anchor="batch")
     psnr_plot, ssim_plot = _curve_plots(tmp, result)
-    page.image(tmp / ssim_plot, caption="SSIM of each attack and of the attacker's pick; dashed lines: the risk "
-                                        "thresholds of the verdict.")
-    page.image(tmp / psnr_plot, caption="PSNR of each attack and of the attacker's pick; dashed line: a blind guess "
-                                        "(a constant image of the data's mean colour).")
+    page.images([(tmp / ssim_plot, "SSIM of each attack and of the attacker's pick (black, dashed); dotted: the "
+                                   "verdict's risk thresholds."),
+                 (tmp / psnr_plot, "PSNR, same runs; dotted: a blind guess (a constant image of the data's mean "
+                                   "colour).")])
     curve = result["attacks"]["attacker_choice"]
-    page.table(["batch size", "attacker's pick", "SSIM", "PSNR (dB)", "label accuracy", "seeds"],
+    bound = {r["batch_size"]: r for r in result["attacks"].get("worst_case", [])}
+    page.table(["batch size", "attacker's pick", "SSIM", "PSNR (dB)", "label accuracy", "seeds",
+                "defender's worst case (SSIM)"],
                [[r["batch_size"], ", ".join(r["attacks"]), _pm(r["ssim"], r["ssim_std"], 3), _pm(r["psnr"], r["psnr_std"]),
-                 _pct(r["label_accuracy"]), r["seeds"]] for r in curve])
+                 _pct(r["label_accuracy"]), r["seeds"],
+                 (f"{bound[r['batch_size']]['attack']}: {_pm(bound[r['batch_size']]['ssim'], None, 3)}"
+                  if r["batch_size"] in bound else "-")] for r in curve])
+    page.paragraph("The attacker's pick is chosen without the private data (lowest update mismatch); the defender's "
+                   "worst case is the best attack scored with the private data - an upper bound the attacker could "
+                   "only reach by recognising the right reconstruction some other way (e.g. by eye).", css="muted")
 
     page.heading("Attacks", anchor="attacks")
     summary = result["attacks"]["summary"]

@@ -26,7 +26,7 @@ from ..models.base import ModelSpec
 from ..outdir import atomic_directory, write_json
 from .battery import Entry, Setup, battery
 from .leakage import (Trial, attack_stage, attack_units, attacker_curve, blind_guess_psnr, label_stage,
-                      mean_std, summarise)
+                      mean_std, summarise, worst_case)
 from .progress import AuditProgress
 from .protection import defense_stage, defense_units, sweep_attacks, with_cost
 from .settings import SMALL_MODEL, AuditSettings
@@ -142,6 +142,7 @@ def run_audit(settings: AuditSettings, *, out: str | Path, show_progress: bool =
             clock = time.perf_counter()
             attacks = attack_stage(trials, entries, progress=progress, device=settings.device)
             summary, curve = summarise(attacks.records), attacker_curve(attacks.records)
+            bound = worst_case(summary)
             timings["attacks"] = time.perf_counter() - clock
             means = data.inputs.float().mean(dim=(0, 2, 3))
             baseline, _ = mean_std([blind_guess_psnr(t, means) for t in trials if t.batch_size == sizes[0]])
@@ -160,10 +161,11 @@ def run_audit(settings: AuditSettings, *, out: str | Path, show_progress: bool =
                 "settings": settings.to_json(), "budget": dataclasses.asdict(settings.plan),
                 "model": spec.to_json(), "dataset": {"name": data.name, "source": data.source, "samples": len(data),
                                                      "shape": list(data.input_shape), "classes": list(data.class_names)},
-                "verdict": verdict(curve=curve, labels=labels, baseline=baseline, rank=rank, defenses=defense_rows,
-                                   dataset=settings.dataset),
+                "verdict": verdict(curve=curve, worst=bound, labels=labels, baseline=baseline, rank=rank,
+                                   defenses=defense_rows, dataset=settings.dataset),
                 "rank": rank, "labels": labels, "battery": [e.to_json() for e in entries],
-                "attacks": {"records": attacks.records, "summary": summary, "attacker_choice": curve},
+                "attacks": {"records": attacks.records, "summary": summary, "attacker_choice": curve,
+                            "worst_case": bound},
                 "blind_guess_psnr": baseline, "client_split": split_rule,
                 "defenses": None if sweep is None else {"attacks": list(sweep.attacks), "rows": defense_rows,
                                                         "config": sweep.config,

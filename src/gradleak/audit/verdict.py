@@ -51,18 +51,30 @@ def recommend_defense(rows: Sequence[dict[str, Any]], th: Thresholds) -> dict[st
     return min(safe, key=lambda r: (r["accuracy_cost"], r["ssim"])) if safe else None
 
 
-def _batch_finding(curve: Sequence[dict[str, Any]], th: Thresholds) -> str | None:
-    if len(curve) < 2:
+def _batch_finding(worst: Sequence[dict[str, Any]], th: Thresholds) -> str | None:
+    """How leakage falls with batch size, judged on the defender's worst case (best scored attack)."""
+    if len(worst) < 2:
         return None
-    leaky = [r["batch_size"] for r in curve if r.get("ssim") is not None and r["ssim"] >= th.medium_ssim]
-    safe = [r["batch_size"] for r in curve if r.get("ssim") is not None and r["ssim"] < th.medium_ssim]
-    if not safe:
-        return (f"Larger batches alone do not help: the reconstructions keep SSIM >= {th.medium_ssim} at every "
-                f"tested batch size (up to {curve[-1]['batch_size']}).")
-    if leaky:
-        return (f"Batch size matters: SSIM stays >= {th.medium_ssim} up to batch size {max(leaky)} and drops below "
-                f"it from batch size {min(safe)} on (for the attacks and budget of this audit).")
-    return f"No tested batch size gave reconstructions with SSIM >= {th.medium_ssim}."
+    cases = ", ".join(f"{r['ssim']:.2f} at {r['batch_size']} ({r['attack']})" for r in worst)
+    head = ("Defender's worst case - the best attack per batch size, scored with the private images, which the "
+            f"attacker cannot do by itself: SSIM {cases}. ")
+    safe = _safe_batch(worst, th)
+    if safe is None:
+        return head + (f"Larger batches alone do not help: at the largest tested batch size "
+                       f"({worst[-1]['batch_size']}) it is still at or above {th.medium_ssim}.")
+    if safe == worst[0]["batch_size"]:
+        return head + f"No tested batch size reached {th.medium_ssim}."
+    return head + f"It stays below {th.medium_ssim} from batch size {safe} on."
+
+
+def _safe_batch(worst: Sequence[dict[str, Any]], th: Thresholds) -> int | None:
+    """Smallest tested batch size from which every larger one stays below the medium threshold."""
+    safe = None
+    for r in reversed(worst):
+        if r["ssim"] >= th.medium_ssim:
+            break
+        safe = r["batch_size"]
+    return safe
 
 
 def _defense_actions(defenses: Sequence[dict[str, Any]], th: Thresholds) -> list[str]:
@@ -81,26 +93,27 @@ def _defense_actions(defenses: Sequence[dict[str, Any]], th: Thresholds) -> list
             f"model's accuracy went from {base['client_accuracy']:.3f} to {pick['client_accuracy']:.3f}."]
 
 
-def verdict(*, curve: Sequence[dict[str, Any]], labels: Sequence[dict[str, Any]], baseline: float | None,
+def verdict(*, curve: Sequence[dict[str, Any]], worst: Sequence[dict[str, Any]] = (),
+            labels: Sequence[dict[str, Any]], baseline: float | None,
             rank: dict[str, Any], defenses: Sequence[dict[str, Any]], dataset: str,
             thresholds: Thresholds = Thresholds()) -> dict[str, Any]:
     """``{"level", "title", "headline", "findings": [...], "actions": [...], "recommended_defense", "thresholds"}``."""
     th = thresholds
-    worst = curve[0] if curve else {}
+    first = curve[0] if curve else {}
     label_worst = labels[0]["accuracy"] if labels else None
-    level = level_of(worst.get("ssim"), label_worst, th)
+    level = level_of(first.get("ssim"), label_worst, th)
     findings: list[str] = []
-    if worst:
+    if first:
         blind = f" (a blind guess of the {dataset} data scores {baseline:.1f} dB)" if baseline is not None else ""
         findings.append(
-            f"Worst case, batch size {worst['batch_size']}: the reconstruction the attacker trusts most "
-            f"({', '.join(worst['attacks'])}, picked by how well it reproduces the update, without seeing any data) "
-            f"has SSIM {_fmt(worst['ssim'], worst.get('ssim_std'), '', 2)} with the private image (1 = identical) "
-            f"and PSNR {_fmt(worst['psnr'], worst.get('psnr_std'), ' dB')}{blind}.")
+            f"Smallest batch ({first['batch_size']}): the reconstruction the attacker trusts most "
+            f"({', '.join(first['attacks'])}, picked by how well it reproduces the update, without seeing any data) "
+            f"has SSIM {_fmt(first['ssim'], first.get('ssim_std'), '', 2)} with the private image (1 = identical) "
+            f"and PSNR {_fmt(first['psnr'], first.get('psnr_std'), ' dB')}{blind}.")
     if label_worst is not None:
         findings.append("Labels (for medical data often the diagnosis) are recovered from the update alone: "
                         + ", ".join(f"{r['accuracy'] * 100:.0f}% at batch size {r['batch_size']}" for r in labels) + ".")
-    batch = _batch_finding(curve, th)
+    batch = _batch_finding(worst, th)
     if batch:
         findings.append(batch)
     if rank.get("status") == "ok":
@@ -109,10 +122,10 @@ def verdict(*, curve: Sequence[dict[str, Any]], labels: Sequence[dict[str, Any]]
     if level in ("high", "medium"):
         actions.append("Do not train on patient data with this configuration until a defense is in place.")
     actions += _defense_actions(defenses, th)
-    safe = [r["batch_size"] for r in curve if r.get("ssim") is not None and r["ssim"] < th.medium_ssim]
-    if level in ("high", "medium") and safe:
-        actions.append(f"Where clients can, have each update cover at least {min(safe)} samples (weaker attacks "
-                       "then failed here; stronger ones may not).")
+    safe = _safe_batch(worst, th)
+    if level in ("high", "medium") and safe is not None and safe > worst[0]["batch_size"]:
+        actions.append(f"Where clients can, have each update cover at least {safe} samples (every attack here then "
+                       "stayed below the medium-risk line; stronger attacks may not).")
     if level == "low":
         actions.append("No attack here reconstructed recognisable images; this is evidence, not proof. Re-run "
                        "with --budget thorough (and a generator prior, --prior) before deployment.")

@@ -35,22 +35,36 @@ def save_series_plot(
     ylabel: str,
     log2_x: bool = True,
     hlines: Mapping[str, float] | None = None,
+    emphasise: Sequence[str] = (),
     size: tuple[int, int] = (640, 400),
 ) -> Path:
-    """One line per named series (mean with a +-std band); ``hlines`` marks thresholds."""
+    """One line per named series (mean with a +-std band); ``hlines`` marks thresholds.
+
+    Series named in ``emphasise`` are drawn thick, black and dashed (e.g. the attacker's pick);
+    on a log2 axis the ticks are the x values themselves (1, 2, 4, 8), not powers of two.
+    """
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
     fig = _figure(size)
     ax = fig.add_subplot()
+    xs_all: set[float] = set()
     for name, (x, mean, std) in series.items():
         x, mean = np.asarray(x, float), np.asarray(mean, float)
-        ax.plot(x, mean, marker="o", label=name)
+        xs_all.update(x.tolist())
+        style = dict(color="black", linestyle="--", linewidth=2.2, zorder=5) if name in emphasise else {}
+        line, = ax.plot(x, mean, marker="o", label=name, **style)
         if std is not None:
             s = np.nan_to_num(np.asarray(std, float))
-            ax.fill_between(x, mean - s, mean + s, alpha=0.2)
-    for label, y in (hlines or {}).items():
-        ax.axhline(y, color="0.4", linestyle="--", linewidth=1)
-        ax.text(ax.get_xlim()[0], y, f" {label}", va="bottom", fontsize="small", color="0.3")
+            ax.fill_between(x, mean - s, mean + s, alpha=0.12 if name in emphasise else 0.2, color=line.get_color())
     if log2_x and series:
         ax.set_xscale("log", base=2)
+        ax.set_xticks(sorted(xs_all))
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_formatter(NullFormatter())
+    for label, y in (hlines or {}).items():
+        ax.axhline(y, color="0.45", linestyle=":", linewidth=1.2)
+        ax.annotate(label, (1.0, y), xycoords=("axes fraction", "data"), xytext=(-4, 3), textcoords="offset points",
+                    ha="right", va="bottom", fontsize="x-small", color="0.3")
     if not series:
         ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
     elif len(series) <= 12:

@@ -20,14 +20,14 @@ th{background:#f3f3f3} td.num{text-align:right;font-variant-numeric:tabular-nums
 .verdict{padding:1em 1.2em;border-radius:6px;margin:1em 0}
 .verdict.high{background:#fde2e1;border:2px solid #c0392b} .verdict.medium{background:#fff4d6;border:2px solid #d68910}
 .verdict.low{background:#e3f6e8;border:2px solid #1e8449} .verdict.unknown{background:#eee;border:2px solid #888}
-figure{margin:1em 0} figcaption{font-size:.9em;color:#555} img{max-width:100%;image-rendering:pixelated}
+figure{margin:1em 0} figcaption{font-size:.9em;color:#555} img{max-width:100%}
 .muted{color:#666;font-size:.9em} code{background:#f5f5f5;padding:0 .2em}
 .verdict .level{font-size:.8em;font-weight:700;letter-spacing:.08em;text-transform:uppercase;margin-bottom:.3em}
 .verdict .headline{font-size:1.15em;margin:.2em 0 .5em} .verdict ul,.verdict ol{margin:.3em 0;padding-left:1.4em}
 .verdict h3{font-size:1em;margin:.8em 0 .2em} .verdict li{margin:.2em 0;font-size:.95em}
 nav.toc{font-size:.9em;margin:.4em 0 1em;color:#555} nav.toc a{color:#1f5f99;text-decoration:none}
 table.facts th{width:14em;font-weight:600} dt{font-weight:600;margin-top:.5em} dd{margin-left:1.2em;color:#333}
-tr.chosen td{background:#fff8e1} pre{background:#f5f5f5;padding:.6em;overflow-x:auto;font-size:.85em}
+tr.chosen td{background:#fff8e1} .row{display:flex;flex-wrap:wrap;gap:1em} .row figure{flex:1 1 440px;margin:.5em 0} pre{background:#f5f5f5;padding:.6em;overflow-x:auto;font-size:.85em}
 """
 
 
@@ -96,6 +96,13 @@ class HtmlReport:
             f'<figure><img src="data:image/png;base64,{data}" alt="{esc(alt or caption)}">'
             f"<figcaption>{esc(caption)}</figcaption></figure>"
         )
+
+    def images(self, items: Sequence[tuple[str | Path, str]]) -> None:
+        """Several embedded PNGs side by side (wrapping on narrow screens), each with its caption."""
+        figures = "".join(
+            f'<figure><img src="data:image/png;base64,{base64.b64encode(Path(p).read_bytes()).decode("ascii")}" '
+            f'alt="{esc(c)}"><figcaption>{esc(c)}</figcaption></figure>' for p, c in items)
+        self.parts.append(f'<div class="row">{figures}</div>')
 
     def code(self, text: str) -> None:
         self.parts.append(f"<pre><code>{esc(text)}</code></pre>")
