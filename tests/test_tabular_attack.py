@@ -180,7 +180,7 @@ def test_tune_tiny_budget_writes_weights_the_attack_accepts(tmp_path, capsys):
                  "--iterations", "10", "--quiet", "--out", str(out)])
     assert code == 0, capsys.readouterr().err
     result = json.loads((out / "weights.json").read_text())
-    assert result["sampler"] == "tpe" and len(result["trials"]) == 2
+    assert result["sampler"] == "tpe" and len(result["trials"]) == 2 and result["startup_trials"] == 2
     assert result["scenario"]["split"] == "test"  # the attacker's own data, never the clients' split
     assert result["weights"]["tv_weight"] == 0.0  # flat rows have no time axis
     assert 1e-8 <= result["weights"]["nuclear_weight"] <= 1.0

@@ -38,9 +38,18 @@ class TuneConfig:
     low: float = 1e-8  # smallest weight tried (log scale; ~0 in effect)
     high: float = 1.0  # largest weight tried
     seed: int = 0  # seeds the sampler and the simulated batches
+    # random trials before the sampler's model proposes; None = trials // 3 (at least 2, at most 10).
+    # Optuna's own default is 10, which turns a budget of 10 trials or fewer into pure random search.
+    startup: int | None = None
+
+    @property
+    def startup_trials(self) -> int:
+        return self.startup if self.startup is not None else min(10, max(2, self.trials // 3))
 
     def __post_init__(self) -> None:
         SAMPLERS.get(self.sampler)
+        if self.startup is not None and self.startup < 1:
+            raise GradleakError(f"startup must be >= 1, got {self.startup}")
         if self.trials < 1 or self.batches < 1:
             raise GradleakError(f"trials and batches must be >= 1, got {self.trials} and {self.batches}")
         if not 0 < self.low < self.high or not math.isfinite(self.high):
@@ -49,21 +58,21 @@ class TuneConfig:
 
 CLIENT_SPLITS = ("train", "all")  # splits that hold (or include) the simulated clients' records
 
-SAMPLERS: Registry[Callable[[int], Any]] = Registry("sampler")
+SAMPLERS: Registry[Callable[[int, int], Any]] = Registry("sampler")  # (seed, random start-up trials) -> sampler
 
 
 @SAMPLERS.register("tpe", description="Tree-structured Parzen Estimator (Optuna's default)")
-def _tpe(seed: int) -> Any:
+def _tpe(seed: int, startup: int) -> Any:
     import optuna
 
-    return optuna.samplers.TPESampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup)
 
 
 @SAMPLERS.register("gp", description="Gaussian-process Bayesian optimisation (Optuna GPSampler)")
-def _gp(seed: int) -> Any:
+def _gp(seed: int, startup: int) -> Any:
     import optuna
 
-    return optuna.samplers.GPSampler(seed=seed)
+    return optuna.samplers.GPSampler(seed=seed, n_startup_trials=startup)
 
 
 def _optuna() -> Any:
@@ -101,7 +110,7 @@ def tune(
     schema = RecordSchema.from_json(own.meta["schema"])
     rounds = [simulate(dataclasses.replace(scenario, seed=config.seed * 1000 + b)) for b in range(config.batches)]
     optuna = _optuna()
-    study = optuna.create_study(direction="minimize", sampler=SAMPLERS.get(config.sampler)(config.seed))
+    study = optuna.create_study(direction="minimize", sampler=SAMPLERS.get(config.sampler)(config.seed, config.startup_trials))
     names = [n for n in WEIGHT_FIELDS if not (n == "tv_weight" and schema.time_steps is None)]  # no time axis
 
     def objective(trial: Any) -> float:
@@ -124,6 +133,7 @@ def tune(
         "prior": column_statistics(own.inputs),
         "best_log10_fmse": float(study.best_value),
         "sampler": config.sampler,
+        "startup_trials": config.startup_trials,
         "tune_config": dataclasses.asdict(config),
         "attack_options": options,
         "scenario": scenario.to_json(),

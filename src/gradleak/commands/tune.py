@@ -24,6 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--trials", type=int, default=20, help="Optuna trials (default 20)")
     p.add_argument("--batches", type=int, default=2, help="simulated client batches per trial (default 2)")
     p.add_argument("--sampler", default="tpe", help="tpe (Tree-structured Parzen Estimator) or gp (Gaussian process)")
+    p.add_argument("--startup", type=int, default=None,
+                   help="random trials before the sampler's model proposes (default trials // 3, 2..10)")
     p.add_argument("--iterations", type=int, default=None, help="attack iterations per run (attack default if omitted)")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="fixed attack option (repeatable)")
     p.add_argument("--seed", type=int, default=0)
@@ -44,7 +46,8 @@ def cmd_tune(args: argparse.Namespace) -> None:
     options = _key_values(args.option, flag="--option")
     if args.iterations is not None:
         options["iterations"] = args.iterations
-    config = TuneConfig(trials=args.trials, batches=args.batches, sampler=args.sampler, seed=args.seed)
+    config = TuneConfig(trials=args.trials, batches=args.batches, sampler=args.sampler, seed=args.seed,
+                        startup=args.startup)
     scenario = dataclasses.replace(_scenario(args), split=args.split)
     with tqdm(total=config.trials, desc="tune", unit="trial", file=sys.stderr, disable=args.quiet, leave=False) as bar:
         result = tune(scenario, attack=args.attack, attack_options=options, config=config, progress=bar.update)
