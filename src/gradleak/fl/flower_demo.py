@@ -28,7 +28,7 @@ class DemoConfig:
 
     out: str  # audit output folder
     dataset: str = "histology"  # embedded data, no download
-    image_size: int | None = None  # None = the dataset's default (histology: 32 px)
+    image_size: int | None = None  # None = the dataset's default (histology: 28 px)
     model: str = "lenet"  # the DLG LeNet: small, and the classic undefended victim
     num_clients: int = 2  # virtual SuperNodes
     num_rounds: int = 2  # FL rounds

@@ -43,7 +43,7 @@ def save_series_plot(
     Series named in ``emphasise`` are drawn thick, black and dashed (e.g. the attacker's pick);
     on a log2 axis the ticks are the x values themselves (1, 2, 4, 8), not powers of two.
     """
-    from matplotlib.ticker import NullFormatter, ScalarFormatter
+    from matplotlib.ticker import MaxNLocator, NullFormatter, ScalarFormatter
 
     fig = _figure(size)
     ax = fig.add_subplot()
@@ -61,6 +61,8 @@ def save_series_plot(
         ax.set_xticks(sorted(xs_all))
         ax.xaxis.set_major_formatter(ScalarFormatter())
         ax.xaxis.set_minor_formatter(NullFormatter())
+    elif xs_all and all(float(x).is_integer() for x in xs_all):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     for label, y in (hlines or {}).items():
         ax.axhline(y, color="0.45", linestyle=":", linewidth=1.2)
         ax.annotate(label, (1.0, y), xycoords=("axes fraction", "data"), xytext=(-4, 3), textcoords="offset points",

@@ -27,7 +27,7 @@ figure{margin:1em 0} figcaption{font-size:.9em;color:#555} img{max-width:100%}
 .verdict h3{font-size:1em;margin:.8em 0 .2em} .verdict li{margin:.2em 0;font-size:.95em}
 nav.toc{font-size:.9em;margin:.4em 0 1em;color:#555} nav.toc a{color:#1f5f99;text-decoration:none}
 table.facts th{width:14em;font-weight:600} dt{font-weight:600;margin-top:.5em} dd{margin-left:1.2em;color:#333}
-tr.chosen td{background:#fff8e1} .row{display:flex;flex-wrap:wrap;gap:1em} .row figure{flex:1 1 440px;margin:.5em 0} pre{background:#f5f5f5;padding:.6em;overflow-x:auto;font-size:.85em}
+tr.chosen td{background:#fff8e1} .row{display:flex;flex-wrap:wrap;gap:1em} .row figure{flex:1 1 440px;margin:.5em 0} .row.compact figure{flex:0 0 auto;max-width:15em} pre{background:#f5f5f5;padding:.6em;overflow-x:auto;font-size:.85em}
 """
 
 
@@ -97,12 +97,13 @@ class HtmlReport:
             f"<figcaption>{esc(caption)}</figcaption></figure>"
         )
 
-    def images(self, items: Sequence[tuple[str | Path, str]]) -> None:
-        """Several embedded PNGs side by side (wrapping on narrow screens), each with its caption."""
+    def images(self, items: Sequence[tuple[str | Path, str]], *, compact: bool = False) -> None:
+        """Several embedded PNGs side by side (wrapping on narrow screens), each with its caption;
+        ``compact`` keeps small pictures at their own size instead of sharing the width."""
         figures = "".join(
             f'<figure><img src="data:image/png;base64,{base64.b64encode(Path(p).read_bytes()).decode("ascii")}" '
             f'alt="{esc(c)}"><figcaption>{esc(c)}</figcaption></figure>' for p, c in items)
-        self.parts.append(f'<div class="row">{figures}</div>')
+        self.parts.append(f'<div class="row{" compact" if compact else ""}">{figures}</div>')
 
     def code(self, text: str) -> None:
         self.parts.append(f"<pre><code>{esc(text)}</code></pre>")
