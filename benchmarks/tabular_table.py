@@ -204,9 +204,12 @@ def main() -> None:
     blocks, tuning = plan(args.quick)
     journal = Journal(RESULTS / f"tabular_table{suffix}.jsonl")
     done = {(r["cell"], r["iterations"]) for r in journal.records}  # a changed budget re-runs the cell
-    # seed-major order: a run cut short still covers every cell once
-    todo = [(b, r, s) for s in range(max(len(b.seeds) for b in blocks)) for b in blocks for r in b.rows
-            if s < len(b.seeds)]
+    # the first block (the study's own setting) with all its seeds first, then seed-major order:
+    # a run cut short still has mean +- std where it matters most and every other cell once
+    head, rest = blocks[0], blocks[1:]
+    todo = [(head, r, s) for s in range(len(head.seeds)) for r in head.rows]
+    todo += [(b, r, s) for s in range(max(len(b.seeds) for b in rest)) for b in rest for r in b.rows
+             if s < len(b.seeds)]
     todo = [(b, r, b.seeds[s]) for b, r, s in todo if (f"{b.key}/{r}/{b.seeds[s]}", b.iterations) not in done]
     for block, row, seed in tqdm([] if args.report_only else todo, desc="table cells", unit="cell", file=sys.stderr):
         tuned = weights_file(block, tuning, suffix=suffix) if row == "tuned" else None
