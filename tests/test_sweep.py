@@ -25,6 +25,15 @@ TINY = {
 }
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """LeNet-sized cells: one thread is as fast unloaded and far faster on a shared machine."""
+    import torch
+
+    torch.set_num_threads(1)
+    yield
+
+
 def _write_grid(path: Path, grid: dict) -> Path:
     import yaml
 
@@ -151,3 +160,16 @@ def test_ray_executor_runs_the_same_cells(tmp_path):
     assert {r["cell"] for r in remote.records} == set(by_cell)
     for r in remote.records:  # same seed, same numbers, whichever executor ran the cell
         assert r["status"] == "ok" and r["metrics"]["psnr"] == pytest.approx(by_cell[r["cell"]], abs=1e-6)
+
+
+def test_defended_cells_apply_the_defense_on_the_client(tmp_path):
+    """Update-level (prune) and computation-level (steps: local SGD) defenses both run in a cell."""
+    grid = parse_grid({**TINY, "batch_sizes": [1], "seeds": [0], "defenses": ["none", "prune:0.9", "steps:2"]})
+    journal = run_sweep(grid.cells, out=tmp_path)
+    by_defense = {r["params"]["defense"]: r for r in journal.records}
+    assert set(by_defense) == {"none", "prune:0.9", "steps:2"}
+    assert all(r["status"] == "ok" for r in by_defense.values()), by_defense
+    for spec, record in by_defense.items():
+        config = json.loads((tmp_path / "cells" / record["cell"] / "config.json").read_text())
+        assert config["scenario"]["defense"] == (None if spec == "none" else spec)
+    assert (tmp_path / "cells" / by_defense["prune:0.9"]["cell"] / "reconstruction.png").is_file()

@@ -7,7 +7,6 @@ and :mod:`gradleak.runner`; the outputs of a cell are the standard ones of ``gra
 
 from __future__ import annotations
 
-import importlib
 import time
 from pathlib import Path
 from typing import Any
@@ -16,38 +15,17 @@ import torch
 
 from .. import __version__
 from ..errors import GradleakError
-from ..observation import Observation
 from .grid import Cell
 
 SCALAR_METRICS = ("psnr", "ssim", "mse", "label_accuracy", "label_count_accuracy", "seconds", "gradient_loss")
 
 
-def _defenses_module() -> Any | None:
-    """``gradleak.defenses`` when it is installed in this version, else None."""
-    try:
-        return importlib.import_module("gradleak.defenses")
-    except ImportError:
-        return None
-
-
 def check_defense(spec: str) -> None:
-    """Fail early on a defense spec that cannot be applied."""
-    if spec == "none":
-        return
-    module = _defenses_module()
-    if module is None or not hasattr(module, "parse_defense"):
-        raise GradleakError(f"defense {spec!r} needs gradleak.defenses, which this version lacks; use 'none'")
-    module.parse_defense(spec)
+    """Fail early on a defense spec that cannot be applied (unknown name, bad value)."""
+    if spec != "none":
+        from ..defenses import parse_defense
 
-
-def apply_defense(spec: str, observation: Observation, *, generator: torch.Generator) -> Observation:
-    """The observation after the client applied defense ``spec`` to its update."""
-    if spec == "none":
-        return observation
-    module = _defenses_module()
-    if module is None or not hasattr(module, "apply_defense"):
-        raise GradleakError(f"defense {spec!r} cannot be applied: gradleak.defenses.apply_defense is missing")
-    return module.apply_defense(module.parse_defense(spec), observation, generator=generator)
+        parse_defense(spec)
 
 
 def cell_scenario(cell: Cell):
@@ -59,7 +37,7 @@ def cell_scenario(cell: Cell):
     protocol = Protocol(name=s.pop("protocol", "fedsgd"), lr=float(s.pop("local_lr", 0.1)),
                         local_epochs=int(s.pop("local_epochs", 1)), local_batch_size=s.pop("local_batch_size", None))
     return Scenario(dataset=cell.dataset, model=cell.model, batch_size=cell.batch_size, protocol=protocol,
-                    seed=cell.seed, **s)
+                    seed=cell.seed, defense=None if cell.defense == "none" else cell.defense, **s)
 
 
 def run_cell(cell: Cell, *, cells_dir: str | Path, threads: int | None = None) -> dict[str, Any]:
@@ -76,8 +54,7 @@ def run_cell(cell: Cell, *, cells_dir: str | Path, threads: int | None = None) -
     try:
         attack = create_attack(cell.attack, **cell.attack_options)
         scenario = cell_scenario(cell)
-        observation, truth = simulate(scenario)
-        observation = apply_defense(cell.defense, observation, generator=torch.Generator().manual_seed(cell.seed + 7919))
+        observation, truth = simulate(scenario)  # the client applies the defense (Scenario.defense)
         reconstruction = run_attack(observation, attack=attack, seed=cell.seed, show_progress=False)
         metrics = evaluate(reconstruction, truth, observation=observation)
         config = {"command": "sweep", "version": __version__, "cell": cell.id, "attack": cell.attack,
