@@ -13,7 +13,7 @@ paired: same split, initial weights and victims for every defense) and then aver
 The seed claims (BloodMNIST and CIFAR-10): 12.5 % lower attacker accuracy and 12.4 % higher
 reconstruction MSE than the baselines at about 90 % client accuracy.
 
-    nice -n 10 python benchmarks/defense_table.py            # full: 3 seeds, 9 settings, ~15 min CPU
+    nice -n 10 python benchmarks/defense_table.py            # full: 3 seeds, 6 settings, ~10 min CPU
     python benchmarks/defense_table.py --quick               # 2 seeds, 4 settings, ~3 min
 
 Finished runs are cached in ``<out>/runs.jsonl``, so an interrupted benchmark resumes.
@@ -35,13 +35,16 @@ from gradleak.defenses.evaluation import DefendConfig, Evaluator, quick_config
 from gradleak.defenses.federated import FederatedConfig
 from gradleak.defenses.report import save_frontier_plot
 
-FAMILIES = {  # defense family -> settings swept (weakest to strongest)
+# Defense family -> settings swept (weakest to strongest), sized for a shared 2-core machine.
+# Training-only probes on histology (seed 0, 30 rounds) chose them: dpsgd:1 reaches 0.99 (eps 8.3),
+# dpsgd:3 0.97 (eps 1.6), dpsgd:10 fails (0.36); perturb:1 reaches 0.97-0.99.
+FAMILIES = {
     "none": ["none"],
-    "perturb": ["perturb:1", "perturb:3"],
-    "dpsgd": ["dpsgd:0.1", "dpsgd:0.3", "dpsgd:1"],
-    "bido": ["bido:0.05", "bido:0.5", "bido:2"],
+    "perturb": ["perturb:1"],
+    "dpsgd": ["dpsgd:1", "dpsgd:3"],
+    "bido": ["bido:0.05", "bido:0.5"],
 }
-QUICK_FAMILIES = {"none": ["none"], "perturb": ["perturb:1"], "dpsgd": ["dpsgd:0.3"], "bido": ["bido:0.05"]}
+QUICK_FAMILIES = {"none": ["none"], "perturb": ["perturb:1"], "dpsgd": ["dpsgd:1"], "bido": ["bido:0.05"]}
 BASELINES = ("dpsgd", "bido")
 METRICS = ("client_accuracy", "attacker_accuracy", "mse", "psnr", "ssim", "epsilon_training")
 SEED_CLAIM = {"attacker_accuracy_reduction": 0.125, "mse_increase": 0.124, "client_accuracy": 0.90}

@@ -244,3 +244,19 @@ def test_scenario_records_the_defense_and_adaptive_attack_matches_survivors():
     fields = {"entries", "distance", "restarts"}
     assert parse_defense("prune:0.9").adaptive({}, attack_fields=fields) == {"entries": "nonzero"}
     assert parse_defense("noise:0.01").adaptive({"restarts": 1}, attack_fields=fields) == {"distance": "l2", "restarts": 2}
+
+
+def test_federated_training_gives_each_defense_its_local_step(monkeypatch):
+    from gradleak.defenses.federated import FederatedConfig, Splits, federated_training
+
+    model, _ = _digits_model()
+    x, y = _digits_batch(8)
+    splits = Splits(test=(x, y), attacker=(x, y), clients=[(x, y), (x, y)])
+    seen = []
+    for spec in ("none", "dpsgd:1"):
+        defense = parse_defense(spec)
+        monkeypatch.setattr(defense, "train_client", lambda *a, lr, **k: seen.append(lr) or
+                            {n: torch.zeros_like(p) for n, p in model.named_parameters()})
+        federated_training(model, defense=defense, splits=splits, config=FederatedConfig(rounds=1, lr=0.01),
+                           generator=_gen())
+    assert seen == [0.01, 0.01, 0.3, 0.3]  # DP-SGD's clipped gradients need the larger step
