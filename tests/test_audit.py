@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -169,3 +170,35 @@ def test_report_opens_in_headless_browser_without_errors(tiny_audit, tmp_path):
     verdict_box = sum(1 for p in pixels if abs(p[0] - 0xfd) < 3 and abs(p[1] - 0xe2) < 3 and abs(p[2] - 0xe1) < 3)
     assert verdict_box > 50_000  # the high-risk verdict box was drawn, in its colour, near the top
     assert len(set(pixels[::97])) > 50  # and more than a blank page: text, images
+
+
+def test_plugin_registers_your_own_model_and_image_folder(tmp_path):
+    """The tutorial's path: an image folder and a CNN registered by a plugin file, audited by the CLI."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for k in range(12):
+        folder = tmp_path / "images" / ("benign" if k % 2 else "malignant")
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (20, 20, 3), dtype=np.uint8)).save(folder / f"{k}.png")
+    out = tmp_path / "audit"
+    plugin = str(Path(__file__).resolve().parents[1] / "examples" / "own_model" / "hospital.py")
+    args = ["audit", "--plugin", plugin, "--dataset", "ward-images", "--data-root", str(tmp_path / "images"),
+            "--model", "ward-cnn", "--image-size", "16", "--budget", "quick", "--batch-sizes", "1",
+            "--attacks", "rgap", "--defenses", "none", "--quiet", "--out", str(out)]
+    assert main(args) == 0
+    result = json.loads((out / "results.json").read_text())
+    assert result["dataset"]["classes"] == ["benign", "malignant"] and result["model"]["name"] == "ward-cnn"
+    assert result["defenses"] is None and result["verdict"]["level"] == "high"
+    assert main(args) == 0  # loading the same plugin twice in one process is harmless
+
+
+def test_broken_plugin_is_one_line_error(tmp_path, capsys):
+    bad = tmp_path / "bad.py"
+    bad.write_text("raise RuntimeError('cannot reach the PACS server')\n")
+    for target, fragment in ((str(bad), "cannot reach the PACS server"), (str(tmp_path / "none.py"), "no such file")):
+        assert main(["audit", "--plugin", target, "--quiet", "--out", str(tmp_path / "o")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert fragment in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "o").exists()

@@ -19,6 +19,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Simulate client updates of your model and data, attack them with every "
                                    "applicable attack, sweep batch sizes and defenses, and write a self-contained "
                                    "report.html that leads with a plain verdict.")
+    p.add_argument("--plugin", action="append", default=[], metavar="FILE.py|MODULE",
+                   help="your own Python file or module that registers models/datasets (repeatable; see docs/tutorial.md)")
     g = p.add_argument_group("the audited setup")
     g.add_argument("--dataset", default="histology", help="dataset name (default histology, embedded; see `gradleak datasets`)")
     g.add_argument("--model", default="lenet", help="victim model (default lenet; see `gradleak models`)")
@@ -56,10 +58,41 @@ def _interrupt(_signum: int, _frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def load_plugin(target: str) -> None:
+    """Import the user's own registrations (a .py file or an importable module): their code, run on request."""
+    import importlib
+    import importlib.util
+
+    from ..errors import GradleakError
+
+    try:
+        if target.endswith(".py"):
+            path = Path(target)
+            if not path.is_file():
+                raise GradleakError(f"--plugin {target}: no such file")
+            name = f"gradleak_plugin_{path.stem}"
+            loaded = sys.modules.get(name)
+            if loaded is not None and Path(getattr(loaded, "__file__", "")).resolve() == path.resolve():
+                return  # already registered in this process (registries refuse duplicates)
+            spec = importlib.util.spec_from_file_location(name, path)
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[spec.name] = module
+            spec.loader.exec_module(module)
+        else:
+            importlib.import_module(target)
+    except GradleakError:
+        raise
+    except Exception as exc:  # the user's code: any failure becomes one line naming it
+        raise GradleakError(f"--plugin {target} failed: {exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
+
+
 def cmd_audit(args: argparse.Namespace) -> None:
     from ..audit import AuditSettings, run_audit
     from ..cli import _check_device, _key_values
     from ..fl.protocol import Protocol
+
+    for target in args.plugin:
+        load_plugin(target)
 
     defenses = args.defenses
     if defenses is not None and defenses == ["none"]:
