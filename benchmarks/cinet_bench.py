@@ -81,10 +81,15 @@ def run_cell(*, setting: Setting, attack: str, options: dict[str, Any], batch_si
 
 
 def run_cells(journal: Journal, cells: list[tuple[str, dict[str, Any], Callable[[], dict[str, Any]]]]) -> None:
-    """Run every (key, params, thunk) cell that the journal does not hold yet, in order."""
+    """Run every (key, params, thunk) cell that the journal does not hold yet, in order.
+
+    The journal file is re-read before each cell, so several processes (e.g. one per batch
+    size) can share it without running a cell twice (appends are single O_APPEND writes)."""
     todo = [c for c in cells if c[0] not in journal.done]
     print(f"{len(cells) - len(todo)} of {len(cells)} cells already done", flush=True)
     for i, (key, params, thunk) in enumerate(todo, start=1):
+        if key in Journal(journal.path).done:
+            continue
         metrics = thunk()
         journal.append({"cell": key, "params": params, "metrics": metrics})
         print(f"[{i}/{len(todo)}] {key}: ssim {metrics['ssim']:.3f} fsim {metrics['fsim']:.3f} "

@@ -60,13 +60,14 @@ def markdown(summary: dict[tuple, dict[str, Any]], meta: dict[str, Any]) -> str:
         f"with other jobs; wall {meta['wall_seconds']:.0f} s).", "",
     ]
     for b in batches:
-        lines += [f"## batch {b}", "", "| attack | SSIM | FSIM | PSNR (dB) | LPIPS | CPU s per run | paper SSIM (b128) |",
-                  "|---|---|---|---|---|---|---|"]
+        lines += [f"## batch {b}", "",
+                  "| attack | seeds | SSIM | FSIM | PSNR (dB) | LPIPS | CPU s per run | paper SSIM (b128) |",
+                  "|---|---|---|---|---|---|---|---|"]
         for a in ATTACKS:
             row = summary.get((a, b))
             if row is None:
                 continue
-            lines.append(f"| {a} | {cell(row, 'ssim', 3)} | {cell(row, 'fsim', 3)} | {cell(row, 'psnr')} | n/a | "
+            lines.append(f"| {a} | {len(row['seeds'])} | {cell(row, 'ssim', 3)} | {cell(row, 'fsim', 3)} | {cell(row, 'psnr')} | n/a | "
                          f"{cell(row, 'cpu_seconds', 0)} | {PAPER[a]:.2f} |")
         lines.append("")
     return "\n".join(lines)
@@ -103,23 +104,29 @@ def main() -> None:
                 cells.append((f"{a}-b{b}-s{seed}-e{evaluations}", params, thunk))
     wall = time.perf_counter()
     run_cells(journal, cells)
-    keys = {c[0] for c in cells}
-    records = [r for r in journal.records if r["cell"] in keys]
+    # Every finished cell at this budget, whichever process ran it (the table is the union).
+    records = [r for r in Journal(journal.path).records if r["params"]["evaluations"] == evaluations]
     summary = summarise(records, lambda p: (p["attack"], p["batch_size"]))
+    batches = sorted({b for _, b in summary})
     meta = {
-        "setting": dataclasses.asdict(setting), "evaluations": evaluations, "seeds": args.seeds, "threads": args.threads,
+        "setting": dataclasses.asdict(setting), "evaluations": evaluations, "threads": args.threads,
+        "seeds": sorted({r["params"]["seed"] for r in records}),
         "victim_parameters": records[0]["metrics"]["victim_parameters"] if records else None,
         "cpu_seconds": sum(r["metrics"]["cpu_seconds"] for r in records),
-        "wall_seconds": sum(r["metrics"]["wall_seconds"] for r in records), "this_session_wall": time.perf_counter() - wall,
+        "wall_seconds": sum(r["metrics"]["wall_seconds"] for r in records),
+        "this_session_wall": time.perf_counter() - wall,
         "prior": str(prior) if prior else None, "paper_ssim_batch128": PAPER,
     }
     write_json(out / "table.json", {"meta": meta, "rows": [{"attack": a, "batch_size": b, **row}
                                                            for (a, b), row in sorted(summary.items())]})
     (out / "table.md").write_text(markdown(summary, meta))
-    series = {a: ([b for b in batches if (a, b) in summary], [summary[(a, b)]["ssim"] for b in batches if (a, b) in summary],
-                  [summary[(a, b)]["ssim_std"] for b in batches if (a, b) in summary]) for a in args.attacks}
-    save_series_plot(series, out / "ssim_vs_batch.png", title=f"SSIM vs batch size (histology 32 px, {evaluations} evaluations)",
-                     xlabel="batch size", ylabel="SSIM (mean +- std over seeds)", hlines={"goal 0.9": 0.9})
+    series = {}
+    for a in ATTACKS:
+        done = [b for b in batches if (a, b) in summary]
+        if done:
+            series[a] = (done, [summary[(a, b)]["ssim"] for b in done], [summary[(a, b)]["ssim_std"] for b in done])
+    save_series_plot(series, out / "ssim_vs_batch.png", xlabel="batch size", ylabel="SSIM (mean +- std over seeds)",
+                     title=f"SSIM vs batch size (histology 32 px, {evaluations} evaluations)", hlines={"goal 0.9": 0.9})
     print(json.dumps(meta, indent=1))
     print((out / "table.md").read_text())
 

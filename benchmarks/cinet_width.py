@@ -34,6 +34,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="default 0 1 2 (quick: 0)")
     parser.add_argument("--iterations", type=int, default=100, help="CI-Net Adam steps (default 100)")
+    parser.add_argument("--lr", type=float, default=None, help="CI-Net Adam lr (default: the attack's)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=None, help="default benchmarks/results/cinet_width[_quick]")
     args = parser.parse_args()
@@ -48,11 +49,12 @@ def main() -> None:
     cells = []
     for seed in seeds:
         for w in widths:
-            options = {"iterations": iterations, "width": w}
+            options = {"iterations": iterations, "width": w, **({"lr": args.lr} if args.lr else {})}
             params = {"width": w, "batch_size": args.batch_size, "seed": seed, "options": options}
             thunk = lambda w=w, seed=seed, options=options: run_cell(  # noqa: E731
                 setting=setting, attack="cinet", options=options, batch_size=args.batch_size, seed=seed)
-            cells.append((f"cinet-w{w}-b{args.batch_size}-s{seed}-i{iterations}", params, thunk))
+            lr = f"-lr{args.lr:g}" if args.lr else ""
+            cells.append((f"cinet-w{w}-b{args.batch_size}-s{seed}-i{iterations}{lr}", params, thunk))
     run_cells(journal, cells)
     keys = {c[0] for c in cells}
     summary = summarise([r for r in journal.records if r["cell"] in keys], lambda p: (p["width"],))

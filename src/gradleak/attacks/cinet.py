@@ -20,6 +20,12 @@ a sigmoid scaled into the known data box, so the output always lies in the data 
 that are not ``4 * 2**k`` (28 px) grow to the next such side (32) and are resized down with
 antialiased bilinear interpolation (the whole field of view is kept, nothing cropped).
 Growing is architectural: all stages are optimised jointly from the start.
+
+Choices the text leaves open, and why: Adam on the raw gradient with the lr annealed to 0
+(IG's signed steps help pixels, whose gradients span orders of magnitude; Adam already
+normalises each weight); the sigmoid output uses the attacker's knowledge of the data range
+(the paper's Figure 3 shows raw outputs from -0.16 to 0.62, so theirs was unbounded). The
+ground truth never enters: a restart is a fresh generator and ``z0``, ranked by gradient loss.
 """
 
 from __future__ import annotations
@@ -44,9 +50,9 @@ CORE_SIDE = 4  # the paper's 4x4 image core
 
 @dataclass
 class CINetConfig:
-    iterations: int = 100  # Adam steps; the cost is dominated by the victim (docs/cinet.md: batch 16 on the width-64 ConvNet)
+    iterations: int = 50  # Adam steps; the victim dominates the cost (docs/cinet.md: ~4 min at batch 16 on the width-64 ConvNet)
     restarts: int = 1  # fresh generator + z0 per restart; the lowest gradient loss wins
-    lr: float = 1e-3  # Adam step on theta; signed steps move every weight by ~lr, 1e-3 is stable for widths 32..512
+    lr: float = 1e-3  # Adam step on theta; 1e-2 saturated the output sigmoid in a batch-4 probe, 1e-3 kept improving
     width: int = 0  # generator channels; 0 = smallest multiple of 8 with P(G) > param_ratio * P(victim)
     param_ratio: float = 1.0  # over-parameterization factor for the automatic width (paper: P(G) > P(F))
     max_width: int = 512  # cap of the automatic width (memory/time guard; the paper's largest is 512)
