@@ -36,7 +36,7 @@ class Setup:
 class Plan:
     """How the audit runs one attack."""
 
-    kind: str  # "closed-form", "optimisation" or "generative" (shown in the report)
+    kind: str  # "closed-form", "optimisation", "generative" or "hybrid" (shown in the report)
     # forward+backward passes one iteration costs (for the ETA), relative to one IG iteration
     weight: float = 1.0
     # a reason the attack does not apply to this setup, or None
@@ -126,6 +126,9 @@ PLANS.register("giz")(Plan(kind="generative", weight=4.0, excluded=_needs_prior,
 PLANS.register("gias")(Plan(kind="generative", weight=8.0, excluded=_needs_prior, options=_prior_options("gias")))
 PLANS.register("giml")(Plan(kind="generative", weight=12.0, options=_iterative("giml"),
                             excluded=_thorough_only("learns its own generator during the attack (minutes)")))
+PLANS.register("hgap")(Plan(kind="hybrid", weight=1.2, options=_iterative("hgap"),
+                            excluded=lambda s: _rgap_excluded(s) or _thorough_only("R-GAP and IG again, "
+                                                                                   "merged per sample")(s)))
 PLANS.register("tabular")(Plan(kind="optimisation", weight=1.0, excluded=_records_only, options=_iterative("tabular")))
 
 

@@ -53,7 +53,7 @@ _register(Budget(
 ), "the default: four batch sizes, two seeds, a four-point defense sweep (about five minutes on 2 cores)")
 _register(Budget(
     name="thorough", batch_sizes=(1, 2, 4, 8, 16), seeds=3, restarts=2, extended=True,
-    iterations={"idlg": 300, "dlg": 300, "ig": 1200, "cinet": 300},
+    iterations={"idlg": 300, "dlg": 300, "ig": 1200, "cinet": 300, "hgap": 1200},
     defenses=("none", "noise:0.001", "noise:0.01", "clip:1", "prune:0.5", "prune:0.9", "dpsgd:0.5", "dpsgd:1.0",
               "secagg:4", "steps:5"),
     defense_rounds=30, defense_victims=4, defense_iterations=600, reference_steps=400,

@@ -26,7 +26,7 @@ from ..runner import evaluate
 from .battery import Entry
 from .progress import AuditProgress
 
-SCORES = ("psnr", "ssim", "fsim", "mse", "label_accuracy", "seconds", "mismatch")
+SCORES = ("psnr", "ssim", "fsim", "mse", "label_count_accuracy", "seconds", "mismatch")  # labels as a multiset: pairing-free
 
 
 @dataclass
@@ -177,7 +177,7 @@ def attacker_curve(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     for b in sorted(by_batch):
         chosen = by_batch[b]
         row: dict[str, Any] = {"batch_size": b, "seeds": len(chosen), "attacks": sorted({r["attack"] for r in chosen})}
-        for k in ("psnr", "ssim", "label_accuracy"):
+        for k in ("psnr", "ssim", "label_count_accuracy"):
             row[k], row[f"{k}_std"] = mean_std([r.get(k) for r in chosen])
         rows.append(row)
     return rows

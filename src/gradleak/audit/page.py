@@ -163,7 +163,7 @@ def write_report(tmp: Path, *, result: dict[str, Any], pictures: dict[int, dict[
     page.table(["batch size", "attacker's pick", "SSIM", "PSNR (dB)", "label accuracy", "seeds",
                 "defender's worst case (SSIM)"],
                [[r["batch_size"], ", ".join(r["attacks"]), _pm(r["ssim"], r["ssim_std"], 3), _pm(r["psnr"], r["psnr_std"]),
-                 _pct(r["label_accuracy"]), r["seeds"],
+                 _pct(r["label_count_accuracy"]), r["seeds"],
                  (f"{bound[r['batch_size']]['attack']}: {_pm(bound[r['batch_size']]['ssim'], None, 3)}"
                   if r["batch_size"] in bound else "-")] for r in curve])
     page.paragraph("The attacker's pick is chosen without the private data (lowest update mismatch); the defender's "
@@ -181,7 +181,7 @@ def write_report(tmp: Path, *, result: dict[str, Any], pictures: dict[int, dict[
     page.table(["batch", "attack", "kind", "SSIM", "PSNR (dB)", "FSIM", "label acc.", "update mismatch", "seconds",
                 "picked", "failed"],
                [[r["batch_size"], r["attack"], r["kind"], _pm(r["ssim"], r["ssim_std"], 3), _pm(r["psnr"], r["psnr_std"]),
-                 _pm(r["fsim"], r["fsim_std"], 3), _pct(r["label_accuracy"]),
+                 _pm(r["fsim"], r["fsim_std"], 3), _pct(r["label_count_accuracy"]),
                  "-" if r["mismatch"] is None else f"{r['mismatch']:.2e}", _pm(r["seconds"], None, 1),
                  f"{r['chosen']}/{r['runs']}", r["failed"]] for r in summary],
                highlight=[picks.get(r["batch_size"], (0, ""))[1] == r["attack"] for r in summary])

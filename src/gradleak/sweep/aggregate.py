@@ -11,7 +11,7 @@ from typing import Any
 from ..errors import GradleakError
 from .journal import Journal
 
-METRICS = ("psnr", "ssim", "label_accuracy", "seconds")
+METRICS = ("psnr", "ssim", "label_accuracy", "label_count_accuracy", "seconds")
 GROUP_KEYS = ("dataset", "model", "attack", "defense", "batch_size")
 
 
@@ -69,10 +69,12 @@ def write_sweep_report(directory: str | Path) -> list[dict[str, Any]]:
     if not records:
         raise GradleakError(f"{path} holds no finished cells yet")
     rows = aggregate(records)
-    header = ["dataset", "model", "attack", "defense", "batch", "seeds", "failed", "PSNR dB", "SSIM", "label acc", "seconds"]
+    header = ["dataset", "model", "attack", "defense", "batch", "seeds", "failed", "PSNR dB", "SSIM", "label acc",
+              "labels (multiset)", "seconds"]
     table = [[r["dataset"], r["model"], r["attack"], r["defense"], r["batch_size"], len(r["seeds"]), r["failed"],
               pm(r["psnr_mean"], r["psnr_std"]), pm(r["ssim_mean"], r["ssim_std"], 3),
-              pm(r["label_accuracy_mean"], r["label_accuracy_std"]), pm(r["seconds_mean"], r["seconds_std"], 1)]
+              pm(r["label_accuracy_mean"], r["label_accuracy_std"]),
+              pm(r["label_count_accuracy_mean"], r["label_count_accuracy_std"]), pm(r["seconds_mean"], r["seconds_std"], 1)]
              for r in rows]
     series: dict[str, tuple[list[float], list[float], list[float]]] = {}
     for r in rows:
