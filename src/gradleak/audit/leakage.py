@@ -23,6 +23,7 @@ from ..metrics import label_count_accuracy
 from ..metrics.image import psnr
 from ..observation import GroundTruth, Observation
 from ..runner import evaluate
+from ..sweep.aggregate import mean_std
 from .battery import Entry
 from .progress import AuditProgress
 
@@ -51,15 +52,6 @@ class AttackRecords:
 def batch_scale(batch_size: int) -> float:
     """How much longer an iteration takes at ``batch_size`` than at 1 (small models: sub-linear)."""
     return 1.0 + (batch_size - 1) / 4.0
-
-
-def mean_std(values: Sequence[float | None]) -> tuple[float | None, float | None]:
-    """Mean and sample standard deviation (n - 1) of the finite values; (None, None) if none."""
-    vals = [float(v) for v in values if v is not None and math.isfinite(float(v))]
-    if not vals:
-        return None, None
-    mean = sum(vals) / len(vals)
-    return mean, (math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 else 0.0)
 
 
 def update_mismatch(observation: Observation, inputs: torch.Tensor, labels: torch.Tensor) -> float:

@@ -180,8 +180,8 @@ def write_report(tmp: Path, *, result: dict[str, Any], pictures: dict[int, dict[
             picks[r["batch_size"]] = (r["chosen"], r["attack"])
     page.table(["batch", "attack", "kind", "SSIM", "PSNR (dB)", "FSIM", "label acc.", "update mismatch", "seconds",
                 "picked", "failed"],
-               [[r["batch_size"], r["attack"], r["kind"], _pm(r["ssim"], r["ssim_std"], 3), _pm(r["psnr"], r["psnr_std"]),
-                 _pm(r["fsim"], r["fsim_std"], 3), _pct(r["label_count_accuracy"]),
+               [[r["batch_size"], r["attack"], r["kind"], _pm(r["ssim"], r["ssim_std"]), _pm(r["psnr"], r["psnr_std"], 1),
+                 _pm(r["fsim"], r["fsim_std"]), _pct(r["label_count_accuracy"]),
                  "-" if r["mismatch"] is None else f"{r['mismatch']:.2e}", _pm(r["seconds"], None, 1),
                  f"{r['chosen']}/{r['runs']}", r["failed"]] for r in summary],
                highlight=[picks.get(r["batch_size"], (0, ""))[1] == r["attack"] for r in summary])
@@ -204,8 +204,10 @@ def write_report(tmp: Path, *, result: dict[str, Any], pictures: dict[int, dict[
     page.heading("Model structure (rank analysis)", anchor="rank")
     rank = result["rank"]
     if rank["status"] == "ok":
-        page.paragraph(f"{rank['verdict']} (R-GAP rank-analysis index {rank['index']}; negative: each layer has more "
-                       "constraints than unknowns, so the closed-form attack can recover the input exactly).")
+        page.paragraph(f"{rank['verdict'][:1].upper()}{rank['verdict'][1:]}. The rank-analysis index (RA-i, "
+                       f"here {rank['index']}) counts, per layer, unknowns minus independent constraints: at or "
+                       "below 0 every layer's input is pinned down and R-GAP's closed form can recover it exactly; "
+                       "above 0 some input directions stay hidden from it (optimisation attacks may still succeed).")
         rows = rank.get("layers") or []
         if rows and isinstance(rows[0], dict):
             keys = [k for k in ("name", "unknowns", "gradient_constraints", "weight_constraints",

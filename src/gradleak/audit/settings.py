@@ -50,7 +50,9 @@ class AuditSettings:
         return [self.seed + k for k in range(self.seeds or self.plan.seeds)]
 
     def resolved_defenses(self) -> list[str]:
-        return list(self.plan.defenses if self.defenses is None else self.defenses)
+        """The sweep's specs, "none" first: every defense is judged against the undefended row."""
+        specs = list(self.plan.defenses if self.defenses is None else self.defenses)
+        return specs if not specs or "none" in specs else ["none", *specs]
 
     def scenario(self, *, batch_size: int, seed: int) -> Scenario:
         """The client round simulated for one (batch size, seed)."""

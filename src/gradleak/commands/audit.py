@@ -43,7 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     a.add_argument("--seeds", type=int, default=None, help="seeds per setting (default: the budget's)")
     a.add_argument("--attacks", nargs="+", default=None, metavar="NAME", help="only these attacks (default: all that apply)")
     a.add_argument("--defenses", nargs="+", default=None, metavar="SPEC",
-                   help="defense specs to sweep (default: the budget's); 'none' alone skips the sweep")
+                   help="defense specs to sweep (default: the budget's; 'none', the reference row, is added); 'none' alone skips the sweep")
     a.add_argument("--prior", type=Path, default=None, help="generator prior directory: adds giz/gias (`gradleak prior train`)")
     a.add_argument("--seed", type=int, default=0, help="first seed (default 0)")
     a.add_argument("--device", default="cpu", choices=["cpu", "cuda"])

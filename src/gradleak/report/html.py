@@ -16,7 +16,7 @@ STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:1000px;margin:2em auto;padding:0 1em;color:#222;line-height:1.45}
 h1{font-size:1.7em;margin-bottom:.2em} h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}
 table{border-collapse:collapse;margin:.6em 0;font-size:.92em} th,td{border:1px solid #ccc;padding:.25em .6em;text-align:left}
-th{background:#f3f3f3} td.num{text-align:right;font-variant-numeric:tabular-nums}
+th{background:#f3f3f3} td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 .verdict{padding:1em 1.2em;border-radius:6px;margin:1em 0}
 .verdict.high{background:#fde2e1;border:2px solid #c0392b} .verdict.medium{background:#fff4d6;border:2px solid #d68910}
 .verdict.low{background:#e3f6e8;border:2px solid #1e8449} .verdict.unknown{background:#eee;border:2px solid #888}

@@ -6,7 +6,7 @@ import json
 import math
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from ..errors import GradleakError
 from .journal import Journal
@@ -15,8 +15,9 @@ METRICS = ("psnr", "ssim", "label_accuracy", "label_count_accuracy", "seconds")
 GROUP_KEYS = ("dataset", "model", "attack", "defense", "batch_size")
 
 
-def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
-    vals = [v for v in values if v is not None and math.isfinite(v)]
+def mean_std(values: Sequence[float | None]) -> tuple[float | None, float | None]:
+    """Mean and sample standard deviation (n - 1) of the finite values; (None, None) if none."""
+    vals = [float(v) for v in values if v is not None and math.isfinite(float(v))]
     if not vals:
         return None, None
     mean = sum(vals) / len(vals)
@@ -44,7 +45,7 @@ def aggregate(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         row["seeds"] = sorted(m["params"]["seed"] for m in ok)
         row["failed"] = len(members) - len(ok)
         for metric in METRICS:
-            row[f"{metric}_mean"], row[f"{metric}_std"] = _mean_std([m["metrics"].get(metric) for m in ok])
+            row[f"{metric}_mean"], row[f"{metric}_std"] = mean_std([m["metrics"].get(metric) for m in ok])
         rows.append(row)
     rows.sort(key=lambda r: tuple(str(r[k]) if k != "batch_size" else f"{r[k]:08d}" for k in GROUP_KEYS))
     return rows
