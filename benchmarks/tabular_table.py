@@ -172,7 +172,9 @@ def summarise(records: list[dict[str, Any]], blocks: list[Block]) -> tuple[str, 
                 stats[k] = (statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0)
             summary[f"{block.key}/{row}"] = {"seeds": [c["seed"] for c in cells], **{k: list(v) for k, v in stats.items()}}
             f, s, a, t = (stats[k] for k in ("fmse", "similarity", "feature_accuracy", "seconds"))
-            lines.append(f"| {block.key} | {ROWS[row][0]} | {len(cells)} | {block.iterations} | "
+            label = ROWS[row][0] + (f" (weights tuned at batch {block.tune_from})"
+                                    if row == "tuned" and block.tune_from else "")
+            lines.append(f"| {block.key} | {label} | {len(cells)} | {block.iterations} | "
                          f"{f[0]:.2e} +- {f[1]:.1e} | {s[0]:.5f} +- {s[1]:.5f} | {a[0]:.4f} +- {a[1]:.4f} | {t[0]:.0f} |")
     lines += ["", "Study (MIMIC-III, real records, MLP, batch 1): naive FMSE 6.92e-01 / similarity 0.89302; "
               "trial 1 8.74e-06 / 0.99689; best 6.40e-06 / 0.99916."]
@@ -183,13 +185,15 @@ def plot(summary: dict[str, Any], blocks: list[Block], path: Path) -> None:
     """log10 FMSE against batch size for the ihm-synthetic MLP, one line per row."""
     series = {}
     mlp = sorted({b.batch_size for b in blocks if b.dataset == "ihm-synthetic" and b.model == "mlp"})
+    budget = {b.batch_size: b.iterations for b in blocks if b.dataset == "ihm-synthetic" and b.model == "mlp"}
     for row in ROWS:
         points = [(b, summary.get(f"ihm-synthetic/mlp/b{b}/{row}")) for b in mlp]
         points = [(b, s) for b, s in points if s is not None]
         if len(points) > 1:
             series[row] = ([b for b, _ in points], [math.log10(max(s["fmse"][0], 1e-30)) for _, s in points], None)
     save_series_plot(series, path, title="ihm-synthetic (SYNTHETIC), MLP: FMSE vs client batch size",
-                     xlabel="batch size", ylabel="log10 FMSE (mean over seeds)", hlines={"goal 1e-6": -6.0})
+                     xlabel="batch size (attack iterations: " + ", ".join(f"b{b} {budget[b]}" for b in mlp) + ")",
+                     ylabel="log10 FMSE (mean over seeds)", hlines={"goal 1e-6": -6.0})
 
 
 def main() -> None:
