@@ -106,37 +106,3 @@ def train_prior(
         progress(1)
     gen.eval().requires_grad_(False)
     return gen, log
-
-
-@torch.no_grad()
-def nearest_neighbour_rmse(queries: torch.Tensor, references: torch.Tensor, *, exclude_self: bool = False) -> torch.Tensor:
-    """Per query, the RMSE (per pixel, [0, 1] scale) to its nearest reference image."""
-    q = queries.flatten(1).double()
-    r = references.flatten(1).double()
-    d2 = (q.pow(2).sum(1, keepdim=True) - 2 * q @ r.T + r.pow(2).sum(1)[None]).clamp(min=0)
-    if exclude_self:
-        d2.fill_diagonal_(math.inf)
-    return (d2.min(dim=1).values / q.shape[1]).sqrt().float()
-
-
-@torch.no_grad()
-def sample_quality(
-    gen: Generator, *, train: torch.Tensor, held_out: torch.Tensor | None, generator: torch.Generator, samples: int = 256
-) -> dict[str, float]:
-    """Nearest-neighbour figures: do samples sit near the training images without copying them?
-
-    ``sample_to_train``: mean RMSE of a sample to its nearest training image; compare with
-    ``train_to_train`` (each training image to its nearest other one): samples much closer than
-    that would be copies, much farther would be off the data. ``held_out_to_samples`` vs
-    ``held_out_to_train``: how well samples cover images the generator never saw.
-    """
-    fake = gen(gen.sample_latent(samples, generator=generator).to(next(gen.parameters()).device)).cpu()
-    out = {
-        "sample_to_train": float(nearest_neighbour_rmse(fake, train).mean()),
-        "train_to_train": float(nearest_neighbour_rmse(train, train, exclude_self=True).mean()),
-        "samples": samples,
-    }
-    if held_out is not None and len(held_out):
-        out["held_out_to_samples"] = float(nearest_neighbour_rmse(held_out, fake).mean())
-        out["held_out_to_train"] = float(nearest_neighbour_rmse(held_out, train).mean())
-    return out
