@@ -50,7 +50,7 @@ CORE_SIDE = 4  # the paper's 4x4 image core
 
 @dataclass
 class CINetConfig:
-    iterations: int = 50  # Adam steps; the victim dominates the cost (docs/cinet.md: ~4 min at batch 16 on the width-64 ConvNet)
+    iterations: int = 50  # Adam steps; one costs ~1.1x an IG step, the victim dominates (docs/cinet.md)
     restarts: int = 1  # fresh generator + z0 per restart; the lowest gradient loss wins
     lr: float = 1e-3  # Adam step on theta; 1e-2 saturated the output sigmoid in a batch-4 probe, 1e-3 kept improving
     width: int = 0  # generator channels; 0 = smallest multiple of 8 with P(G) > param_ratio * P(victim)
