@@ -34,7 +34,7 @@ from gradleak.priors import PriorTrainConfig, attacker_data, hold_out, load_prio
 from gradleak.report.charts import save_series_plot
 from gradleak.report.plots import save_image_grid
 from gradleak.scenario import Scenario, simulate
-from gradleak.sweep.aggregate import _mean_std, pm
+from gradleak.sweep.aggregate import mean_std, pm
 from gradleak.sweep.journal import Journal
 
 # The seed study (StyleGAN2 prior, BreastMNIST): PSNR per batch size, quoted from its Table 2.
@@ -117,7 +117,7 @@ def summarise(records: list[dict], attacks: list[str]) -> list[dict]:
         group = [r for r in records if (r["dataset"], r["batch_size"], r["attack"]) == (dataset, batch, attack)]
         row = {"dataset": dataset, "batch_size": batch, "attack": attack, "seeds": sorted(r["seed"] for r in group)}
         for metric in METRICS:
-            row[f"{metric}_mean"], row[f"{metric}_std"] = _mean_std([r[metric] for r in group])
+            row[f"{metric}_mean"], row[f"{metric}_std"] = mean_std([r[metric] for r in group])
         rows.append(row)
     return rows
 

@@ -261,3 +261,16 @@ def test_sample_quality_reports_held_out_and_frechet_figures(tiny_prior):
 def test_cli_prior_train_rejects_a_bad_held_out_fraction(tmp_path, capsys):
     code = main(["prior", "train", "--dataset", "digits", "--held-out", "0.9", "--quiet", "--out", str(tmp_path / "p")])
     assert code == 2 and "--held-out" in capsys.readouterr().err and not (tmp_path / "p").exists()
+
+
+def test_w_plus_search_on_a_stylegan_prior_and_a_clear_error_on_dcgan(tmp_path):
+    obs, truth = make_observation(batch_size=2)
+    style = build_generator(GeneratorSpec(arch="stylegan", shape=(1, 8, 8), latent_dim=8, width=16)).eval()
+    save_prior(tmp_path / "style", generator=style)
+    rec = create_attack("gias", prior=str(tmp_path / "style"), latent_space="w+", iterations=10, restarts=2,
+                        gias_iterations=5).run(obs, generator=torch.Generator().manual_seed(0))
+    assert rec.inputs.shape == truth.inputs.shape and bool(torch.isfinite(rec.inputs).all())
+    dcgan = build_generator(GeneratorSpec(arch="dcgan", shape=(1, 8, 8), latent_dim=8, width=16)).eval()
+    save_prior(tmp_path / "dcgan", generator=dcgan)
+    with pytest.raises(GradleakError, match="searches only the 'z' space"):
+        create_attack("giz", prior=str(tmp_path / "dcgan"), latent_space="w+", iterations=2).run(obs)
