@@ -8,6 +8,7 @@ directory is removed, so no half-written output is ever left behind.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 from contextlib import contextmanager
@@ -29,6 +30,7 @@ def atomic_directory(out: str | Path) -> Iterator[Path]:
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=parent))
     except OSError as exc:
         raise GradleakError(f"cannot create output directory {out}: {exc.strerror}") from None
+    tmp.chmod(0o777 & ~_umask())  # mkdtemp makes it 0700; the output should be as readable as any new directory
     try:
         yield tmp
     except BaseException:
@@ -41,6 +43,12 @@ def atomic_directory(out: str | Path) -> Iterator[Path]:
     tmp.rename(out)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_json(path: Path, obj: Any) -> None:
