@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import math
@@ -11,7 +12,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from gradleak.attacks import create_attack
+from gradleak.attacks import GradientMatcher, create_attack, recover_labels
+from gradleak.attacks.gias import latent_penalty
 from gradleak.cli import main
 from gradleak.data import load_dataset
 from gradleak.errors import GradleakError
@@ -274,3 +276,30 @@ def test_w_plus_search_on_a_stylegan_prior_and_a_clear_error_on_dcgan(tmp_path):
     save_prior(tmp_path / "dcgan", generator=dcgan)
     with pytest.raises(GradleakError, match="searches only the 'z' space"):
         create_attack("giz", prior=str(tmp_path / "dcgan"), latent_space="w+", iterations=2).run(obs)
+
+
+def test_gias_stacked_copies_match_independent_generator_copies(tiny_prior):
+    """The vmapped per-image copies against a plain reference: deep copies, one Adam, a Python loop."""
+    obs, _ = make_observation(batch_size=2)
+    attack = create_attack("gias", prior=str(tiny_prior), gias_iterations=4, gias_lr=1e-2, gias_latent_lr=1e-2,
+                           step_decay=False)
+    gen, _ = load_prior(tiny_prior)
+    matcher = GradientMatcher(obs, distance="cosine")
+    estimate = recover_labels(obs, model=matcher.model, generator=torch.Generator().manual_seed(0))
+    labels = estimate.labels
+    latent = torch.randn(2, gen.spec.latent_dim, generator=torch.Generator().manual_seed(1))
+    fast = attack.parameter_search(obs, gen=gen, latent=latent, matcher=matcher, labels=estimate, progress=lambda _n: None)
+    copies = [copy.deepcopy(gen).requires_grad_(True) for _ in range(2)]
+    params = [p for c in copies for p in c.parameters()]
+    z = latent.clone().requires_grad_(True)
+    opt = torch.optim.Adam([{"params": params, "lr": 1e-2}, {"params": [z], "lr": 1e-2}])
+    for _ in range(4):
+        x = torch.cat([c(z[i:i + 1]) for i, c in enumerate(copies)])
+        loss = matcher(x, labels) + attack.config.latent_weight * latent_penalty(z, "z")
+        grads = torch.autograd.grad(loss, [*params, z])
+        for v, g in zip([*params, z], grads):
+            v.grad = g
+        opt.step()
+    with torch.no_grad():
+        x = torch.cat([c(z[i:i + 1]) for i, c in enumerate(copies)])
+    torch.testing.assert_close(fast.inputs, x, rtol=1e-4, atol=1e-5)

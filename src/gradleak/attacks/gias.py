@@ -12,13 +12,14 @@ GIAS result with the lower gradient loss (attacker-computable, never the ground 
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch import nn
+from torch.func import functional_call, vmap
 
 from ..errors import GradleakError
 from ..observation import Observation
@@ -161,33 +162,40 @@ class PriorAttack(Attack):
         self, observation: Observation, *, gen: Generator, latent: torch.Tensor, matcher: GradientMatcher,
         labels: LabelEstimate, progress: Progress,
     ) -> Candidate:
-        """GIAS: fine-tune one generator copy per image (and its latent) from the GI-z solution."""
+        """GIAS: fine-tune one generator copy per image (and its latent) from the GI-z solution.
+
+        The copies are one stacked tensor per generator parameter (leading dimension = image),
+        evaluated with ``torch.func.vmap``: the same maths as a list of deep copies with one Adam
+        (Adam is element-wise), at a fraction of the cost for large batches and StyleGAN priors.
+        """
         cfg = self.config
         y = labels.labels.to(matcher.device)
-        copies = [copy.deepcopy(gen).requires_grad_(True) for _ in range(latent.shape[0])]
-        anchors = [p.detach().clone() for p in gen.parameters()]
+        synthesis = _Synthesis(gen, cfg.latent_space)
+        anchors = {k: v.detach() for k, v in synthesis.named_parameters()}
+        buffers = dict(synthesis.named_buffers())
+        b = latent.shape[0]
+        copies = {k: v.unsqueeze(0).repeat(b, *([1] * v.ndim)).requires_grad_(True) for k, v in anchors.items()}
         latents = latent.detach().clone().requires_grad_(True)
-        params = [p for c in copies for p in c.parameters()]
-        opt = torch.optim.Adam([{"params": params, "lr": cfg.gias_lr}, {"params": [latents], "lr": cfg.gias_latent_lr}])
+        per_copy = vmap(lambda weights, z: functional_call(synthesis, (weights, buffers), (z[None],))[0])
+        opt = torch.optim.Adam([{"params": list(copies.values()), "lr": cfg.gias_lr},
+                                {"params": [latents], "lr": cfg.gias_latent_lr}])
         n = cfg.gias_iterations
         milestones = [int(n * f) for f in (3 / 8, 5 / 8, 7 / 8)] if cfg.step_decay else []
         sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=milestones, gamma=0.1)
         lo, hi = data_box(observation)
 
         def batch() -> torch.Tensor:
-            x = torch.cat([c.synthesize(latents[i:i + 1], cfg.latent_space) for i, c in enumerate(copies)])
-            return lo + (hi - lo) * x
+            return lo + (hi - lo) * per_copy(copies, latents)
 
         trace: list[float] = []
-        variables = [*params, latents]
+        variables = [*copies.values(), latents]
         for it in range(n):
             x = batch()
             loss = matcher(x, y) + cfg.latent_weight * latent_penalty(latents, cfg.latent_space)
             if cfg.tv_weight:
                 loss = loss + cfg.tv_weight * total_variation(x)
             if cfg.anchor_weight:
-                loss = loss + cfg.anchor_weight * sum(
-                    (p - a).pow(2).sum() for c in copies for p, a in zip(c.parameters(), anchors))
+                loss = loss + cfg.anchor_weight * sum((copies[k] - a).pow(2).sum() for k, a in anchors.items())
             # autograd.grad, not backward(): the victim model's .grad stays untouched; the
             # mapping network is unused when searching W+, hence allow_unused
             grads = torch.autograd.grad(loss, variables, allow_unused=True)
@@ -203,9 +211,18 @@ class PriorAttack(Attack):
                 break
         with torch.no_grad():
             x = batch()
-        for c in copies:
-            c.requires_grad_(False)
         return Candidate(x, y, matcher.loss_value(x, y), trace)
+
+
+class _Synthesis(nn.Module):
+    """``forward(latent) = gen.synthesize(latent, space)``: what ``functional_call`` runs per copy."""
+
+    def __init__(self, gen: Generator, space: str) -> None:
+        super().__init__()
+        self.gen, self.space = gen, space
+
+    def forward(self, latent: torch.Tensor) -> torch.Tensor:
+        return self.gen.synthesize(latent, self.space)
 
 
 @register_attack("giz", description="GI-z: latent search of a pretrained generator prior (needs --prior)")
