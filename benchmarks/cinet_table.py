@@ -28,8 +28,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cinet_bench import Setting, cell, ensure_prior, run_cell, run_cells, setup_threads, summarise
+from cinet_bench import Setting, cell, client, ensure_prior, run_cell, run_cells, setup_threads, summarise
 
+from gradleak.metrics import evaluate_images
 from gradleak.outdir import write_json
 from gradleak.report.charts import save_series_plot
 from gradleak.sweep.journal import Journal
@@ -46,6 +47,17 @@ def attack_options(attack: str, *, evaluations: int, prior: Path | None) -> dict
         half = max(1, evaluations // 2)
         return {"prior": str(prior), "restarts": 1, "iterations": half, "gias_iterations": half}
     return {"iterations": evaluations}
+
+
+def flat_reference(setting: Setting, batch_size: int, seeds: list[int]) -> dict[str, Any]:
+    """SSIM/FSIM/PSNR of one constant image at the batch's mean colour: what "nothing
+    recovered but the colour" scores (it uses the ground truth, so it is a yardstick, not an attack)."""
+    rows = []
+    for seed in seeds:
+        _, truth = client(setting, batch_size, seed)
+        flat = truth.inputs.mean(dim=(0, 2, 3), keepdim=True).expand_as(truth.inputs)
+        rows.append({"params": {"seed": seed}, "metrics": evaluate_images(reconstruction=flat, truth=truth.inputs)})
+    return summarise(rows, lambda p: ())[()]
 
 
 def markdown(summary: dict[tuple, dict[str, Any]], meta: dict[str, Any]) -> str:
@@ -69,6 +81,10 @@ def markdown(summary: dict[tuple, dict[str, Any]], meta: dict[str, Any]) -> str:
                 continue
             lines.append(f"| {a} | {len(row['seeds'])} | {cell(row, 'ssim', 3)} | {cell(row, 'fsim', 3)} | {cell(row, 'psnr')} | n/a | "
                          f"{cell(row, 'cpu_seconds', 0)} | {PAPER[a]:.2f} |")
+        flat = summary.get(("flat", b))
+        if flat is not None:
+            lines.append(f"| *flat mean colour (yardstick, uses the truth)* | {len(flat['seeds'])} | {cell(flat, 'ssim', 3)} "
+                         f"| {cell(flat, 'fsim', 3)} | {cell(flat, 'psnr')} | n/a | - | - |")
         lines.append("")
     return "\n".join(lines)
 
@@ -108,6 +124,9 @@ def main() -> None:
     records = [r for r in Journal(journal.path).records if r["params"]["evaluations"] == evaluations]
     summary = summarise(records, lambda p: (p["attack"], p["batch_size"]))
     batches = sorted({b for _, b in summary})
+    for b in batches:  # the yardstick of "nothing recovered but the colour", per batch size
+        summary[("flat", b)] = flat_reference(setting, b, sorted({r["params"]["seed"] for r in records
+                                                                 if r["params"]["batch_size"] == b}))
     meta = {
         "setting": dataclasses.asdict(setting), "evaluations": evaluations, "threads": args.threads,
         "seeds": sorted({r["params"]["seed"] for r in records}),
@@ -118,13 +137,13 @@ def main() -> None:
         "prior": str(prior) if prior else None, "paper_ssim_batch128": PAPER,
     }
     write_json(out / "table.json", {"meta": meta, "rows": [{"attack": a, "batch_size": b, **row}
-                                                           for (a, b), row in sorted(summary.items())]})
+                                                           for (a, b), row in sorted(summary.items(), key=str)]})
     (out / "table.md").write_text(markdown(summary, meta))
     series = {}
-    for a in ATTACKS:
+    for a in (*ATTACKS, "flat"):
         done = [b for b in batches if (a, b) in summary]
         if done:
-            series[a] = (done, [summary[(a, b)]["ssim"] for b in done], [summary[(a, b)]["ssim_std"] for b in done])
+            series[a if a != "flat" else "flat mean colour (yardstick)"] = (done, [summary[(a, b)]["ssim"] for b in done], [summary[(a, b)]["ssim_std"] for b in done])
     save_series_plot(series, out / "ssim_vs_batch.png", xlabel="batch size", ylabel="SSIM (mean +- std over seeds)",
                      title=f"SSIM vs batch size (histology 32 px, {evaluations} evaluations)", hlines={"goal 0.9": 0.9})
     print(json.dumps(meta, indent=1))
