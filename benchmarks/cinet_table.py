@@ -14,8 +14,12 @@ initialisation and pre-training, and the attack's random start.
 
     nice -n 10 python benchmarks/cinet_table.py            # full: batch 16/32/64, seeds 0-2, 100 evaluations
     nice -n 10 python benchmarks/cinet_table.py --quick    # batch 16, seeds 0-2, 50 evaluations
+    (the committed results used ``--prior-steps 600``; the GIAS prior lands in runs/cinet_prior)
 
-Finished cells are kept in ``<out>/runs.jsonl``; an interrupted run resumes. Outputs:
+Measured CPU (one thread): 14-19 s per batch-16 cell and 22-34 s per batch-32 cell, so about
+25 CPU-minutes for the full table (batch 64 about doubles batch 32) plus the prior (600 steps).
+Several processes may share one ``<out>`` (e.g. one per seed and batch, ``--seeds S --batches B``):
+finished cells are kept in ``<out>/runs.jsonl`` and skipped, and an interrupted run resumes. Outputs:
 ``<out>/table.json``, ``<out>/table.md``, ``<out>/ssim_vs_batch.png``.
 """
 
