@@ -128,7 +128,10 @@ class ModulatedConv(nn.Module):
         super().__init__()
         self.weight = nn.Parameter(torch.randn(cout, cin, kernel, kernel) / math.sqrt(cin * kernel * kernel))
         self.affine = nn.Linear(style_dim, cin)
-        nn.init.ones_(self.affine.bias)  # styles start at 1: the plain convolution
+        # styles start at 1 +- O(1) for a unit-RMS w (StyleGAN2's equalised affine layer); PyTorch's
+        # default init gives +-1 %, so every z drew the same image and training never escaped it
+        nn.init.normal_(self.affine.weight, std=1.0 / math.sqrt(style_dim))
+        nn.init.ones_(self.affine.bias)
         self.demodulate, self.pad = demodulate, kernel // 2
 
     def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
@@ -140,6 +143,13 @@ class ModulatedConv(nn.Module):
         out = F.conv2d(x.reshape(1, b * cin, h, w), weight.reshape(-1, cin, *weight.shape[-2:]),
                        padding=self.pad, groups=b)
         return out.view(b, -1, h, w)
+
+
+class PixelNorm(nn.Module):
+    """StyleGAN's input normalisation of z to unit RMS per sample."""
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return z * torch.rsqrt(z.pow(2).mean(dim=1, keepdim=True) + 1e-8)
 
 
 class StyleLayer(nn.Module):
@@ -170,9 +180,12 @@ class StyleGANGenerator(Generator):
         c, h, w = spec.shape
         blocks, base = _layout(max(h, w))
         d = spec.latent_dim
-        mapping: list[nn.Module] = []
+        mapping: list[nn.Module] = [PixelNorm()]
         for _ in range(self.mapping_layers):
-            mapping += [nn.Linear(d, d), nn.LeakyReLU(0.2)]
+            linear = nn.Linear(d, d)
+            nn.init.kaiming_normal_(linear.weight, a=0.2)  # keeps w at unit RMS through the leaky ReLUs
+            nn.init.zeros_(linear.bias)
+            mapping += [linear, nn.LeakyReLU(0.2)]
         self.mapping = nn.Sequential(*mapping)
         self.const = nn.Parameter(torch.randn(1, spec.width, base, base))
         chans = [spec.width] + [max(16, spec.width // 2 ** (i + 1)) for i in range(blocks)]
