@@ -24,7 +24,7 @@ from gradleak.observation import GroundTruth, Observation
 from gradleak.priors import attacker_data
 from gradleak.runner import evaluate, run_attack
 from gradleak.scenario import Scenario, simulate
-from gradleak.sweep.aggregate import _mean_std, pm
+from gradleak.sweep.aggregate import mean_std, pm
 from gradleak.sweep.journal import Journal
 
 METRICS = ("ssim", "fsim", "psnr", "lpips", "label_accuracy", "gradient_loss", "cpu_seconds", "wall_seconds")
@@ -105,7 +105,7 @@ def summarise(records: list[dict[str, Any]], group: Callable[[dict[str, Any]], t
     for key, members in groups.items():
         row: dict[str, Any] = {"seeds": sorted(m["params"]["seed"] for m in members)}
         for metric in METRICS:
-            row[metric], row[f"{metric}_std"] = _mean_std([m["metrics"].get(metric) for m in members])
+            row[metric], row[f"{metric}_std"] = mean_std([m["metrics"].get(metric) for m in members])
         out[key] = row
     return out
 
