@@ -33,7 +33,7 @@ def _opacus():
         from opacus.accountants import RDPAccountant
         from opacus.optimizers import DPOptimizer
     except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise GradleakError(f"the dpsgd defense needs opacus (pip install 'gradleak[dp]'): {exc}") from None
+        raise GradleakError(f"the dpsgd defense needs opacus (pip install opacus): {exc}") from None
     return GradSampleModule, DPOptimizer, RDPAccountant
 
 
