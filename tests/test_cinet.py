@@ -85,3 +85,14 @@ def test_cinet_beats_pixel_space_ig_at_batch_8():
     s_ci = evaluate_images(reconstruction=ci.inputs, truth=truth.inputs)["ssim"]
     s_ig = evaluate_images(reconstruction=ig.inputs.clamp(0, 1), truth=truth.inputs)["ssim"]
     assert s_ci > s_ig + 0.1
+
+
+def test_cinet_returns_the_lowest_loss_output_it_saw():
+    """The attacker keeps the generator output with the lowest gradient loss (no ground truth)."""
+    obs, _ = make_observation(dataset="digits", model="lenet", batch_size=2, image_size=16, seed=3)
+    best = create_attack("cinet", iterations=25, lr=3e-2).run(obs, generator=torch.Generator().manual_seed(0))
+    last = create_attack("cinet", iterations=25, lr=3e-2, keep_best=False).run(
+        obs, generator=torch.Generator().manual_seed(0))
+    assert best.loss_trace == last.loss_trace  # same run, only the choice differs
+    assert best.gradient_loss <= min(best.loss_trace) + 1e-6
+    assert best.gradient_loss <= last.gradient_loss + 1e-6
