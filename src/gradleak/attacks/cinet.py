@@ -214,11 +214,12 @@ class CINet(OptimisationAttack):
                          progress=progress)
         with torch.no_grad():
             last = gen(z0)
-        keep(last, matcher.loss_value(last, y))
-        x = best[1] if self.config.keep_best and best[1] is not None else last
+        last_loss = self.score(matcher, last, y)
+        keep(last, last_loss)
+        x, loss = (best[1], best[0]) if self.config.keep_best and best[1] is not None else (last, last_loss)
         self.last_generator_parameters = sum(p.numel() for p in params)
         self.last_width = gen.features
-        return Candidate(x.detach(), y, self.score(matcher, x, y), trace)
+        return Candidate(x, y, loss, trace)
 
     def reconstruct(
         self, observation: Observation, *, generator: torch.Generator, device: torch.device, progress: Progress
