@@ -45,18 +45,69 @@ def test_samples_are_independent():
 
 @pytest.mark.parametrize("victim", [1_000, 46_322, 2_886_530])
 def test_automatic_width_is_the_smallest_overparameterized(victim):
-    cfg = CINetConfig()
+    cfg = CINetConfig(weights="shared")
     w = choose_width(victim_parameters=victim, channels=3, side=32, cfg=cfg)
-    count = lambda f: generator_parameters(channels=3, side=32, features=f, latent_dim=cfg.latent_dim, convs_per_stage=2)
+    count = lambda f: generator_parameters(channels=3, side=32, features=f, latent_dim=cfg.latent_dim, convs_per_stage=2,
+                                           skips=cfg.skips)
     assert w % 8 == 0 and count(w) > victim
     assert w == 8 or count(w - 8) <= victim
     assert choose_width(victim_parameters=victim, channels=3, side=32, cfg=CINetConfig(width=24)) == 24
     assert choose_width(victim_parameters=10**12, channels=3, side=32, cfg=cfg) == cfg.max_width
 
 
+def test_per_sample_width_counts_every_copy():
+    """Per-sample weights: P(G) is N copies, so a larger batch needs a narrower generator."""
+    cfg = CINetConfig()
+    count = lambda f, n: generator_parameters(channels=3, side=32, features=f, latent_dim=cfg.latent_dim,
+                                              convs_per_stage=2, copies=n, skips=True)
+    for n in (1, 8, 32):
+        w = choose_width(victim_parameters=175_882, channels=3, side=32, cfg=cfg, num_samples=n)
+        assert count(w, n) > 175_882 and (w == 8 or count(w - 8, n) <= 175_882)
+    assert choose_width(victim_parameters=175_882, channels=3, side=32, cfg=cfg, num_samples=32) < \
+        choose_width(victim_parameters=175_882, channels=3, side=32, cfg=cfg, num_samples=1)
+
+
+@pytest.mark.parametrize("skips,pixel_norm", [(True, False), (False, True)])
+def test_per_sample_generator_equals_separate_generators(skips, pixel_norm):
+    """The grouped-convolution fast path against the slow obvious one: copy i of a 3-copy
+    generator, moved into its own 1-copy generator, draws exactly sample i."""
+    kw = dict(channels=3, height=16, width=16, features=8, latent_dim=16, convs_per_stage=2, upsample="bilinear",
+              box=(0.0, 1.0), skips=skips, pixel_norm=pixel_norm)
+    torch.manual_seed(0)
+    gen = CINetGenerator(copies=3, **kw)
+    z = torch.randn(3, 16)
+    assert sum(p.numel() for p in gen.parameters()) == generator_parameters(
+        channels=3, side=16, features=8, latent_dim=16, convs_per_stage=2, copies=3, skips=skips)
+    with torch.no_grad():
+        together = gen(z)
+        for i in range(3):
+            alone = CINetGenerator(copies=1, **kw)
+            for (name, p_alone), (_, p_all) in zip(alone.named_parameters(), gen.named_parameters()):
+                if name.endswith("core.weight"):
+                    p_alone.copy_(p_all[i:i + 1])
+                elif name.endswith("core.bias"):
+                    p_alone.copy_(p_all[i:i + 1])
+                else:  # grouped conv: copy i owns output channels [i*cout, (i+1)*cout)
+                    cout = p_alone.shape[0]
+                    p_alone.copy_(p_all[i * cout:(i + 1) * cout])
+            torch.testing.assert_close(alone(z[i:i + 1]), together[i:i + 1])
+    with pytest.raises(ValueError, match="3 per-sample copies got a batch of 2"):
+        gen(z[:2])
+
+
+def test_per_sample_copies_do_not_share_gradients():
+    """Sample i's image moves only copy i's weights: the batch is N independent generators."""
+    torch.manual_seed(0)
+    gen = CINetGenerator(channels=1, height=8, width=8, features=8, latent_dim=4, convs_per_stage=1,
+                         upsample="bilinear", box=(0.0, 1.0), copies=2, skips=True, pixel_norm=False)
+    gen(torch.randn(2, 4))[0].sum().backward()
+    grad = gen.core_conv.conv.weight.grad
+    assert grad[:8].abs().sum() > 0 and grad[8:].abs().sum() == 0
+
+
 def test_bad_config():
     for bad in ({"width": -1}, {"upsample": "area"}, {"param_ratio": 0.0}, {"iterations": 0}, {"distance": "l3"},
-                {"schedule": "warm"}):
+                {"schedule": "warm"}, {"weights": "tied"}):
         with pytest.raises(GradleakError):
             create_attack("cinet", **bad)
     assert "cinet" in ATTACKS.names()
