@@ -64,11 +64,13 @@ def main() -> None:
     victim = sum(v.numel() for v in observation.update.values())
     channels, height, width = observation.input_shape
     cfg = CINetConfig()
+    copies = args.batch_size if cfg.weights == "per-sample" else 1
     count = {w: generator_parameters(channels=channels, side=max(height, width), features=w, latent_dim=cfg.latent_dim,
-                                     convs_per_stage=cfg.convs_per_stage) for w in widths}
+                                     convs_per_stage=cfg.convs_per_stage, copies=copies, skips=cfg.skips) for w in widths}
     lines = [f"# CI-Net: SSIM vs generator width (batch {args.batch_size}, {iterations} Adam steps, seeds {seeds})", "",
              f"Victim {setting.model} width {setting.model_width}: P(F) = {victim} parameters; automatic width = "
-             f"smallest multiple of 8 with P(G) > P(F). Mean +- std over seeds.", "",
+             f"smallest multiple of 8 with P(G) > P(F); generator weights {cfg.weights} (P(G) counts every copy). "
+             f"Mean +- std over seeds.", "",
              "| width | P(G) | P(G)/P(F) | SSIM | FSIM | PSNR (dB) | CPU s |", "|---|---|---|---|---|---|---|"]
     for w in widths:
         row = summary.get((w,))
