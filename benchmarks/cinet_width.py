@@ -23,7 +23,7 @@ from pathlib import Path
 
 from cinet_bench import Setting, cell, client, run_cell, run_cells, setup_threads, summarise
 
-from gradleak.attacks.cinet import CINetConfig, generator_parameters
+from gradleak.attacks.cinet import CINetConfig, copies_for, generator_parameters
 from gradleak.outdir import write_json
 from gradleak.report.charts import save_series_plot
 from gradleak.sweep.journal import Journal
@@ -64,7 +64,7 @@ def main() -> None:
     victim = sum(v.numel() for v in observation.update.values())
     channels, height, width = observation.input_shape
     cfg = CINetConfig()
-    copies = args.batch_size if cfg.weights == "per-sample" else 1
+    copies = copies_for(cfg, args.batch_size)
     count = {w: generator_parameters(channels=channels, side=max(height, width), features=w, latent_dim=cfg.latent_dim,
                                      convs_per_stage=cfg.convs_per_stage, copies=copies, skips=cfg.skips) for w in widths}
     lines = [f"# CI-Net: SSIM vs generator width (batch {args.batch_size}, {iterations} Adam steps, seeds {seeds})", "",

@@ -83,9 +83,7 @@ def test_per_sample_generator_equals_separate_generators(skips, pixel_norm):
         for i in range(3):
             alone = CINetGenerator(copies=1, **kw)
             for (name, p_alone), (_, p_all) in zip(alone.named_parameters(), gen.named_parameters()):
-                if name.endswith("core.weight"):
-                    p_alone.copy_(p_all[i:i + 1])
-                elif name.endswith("core.bias"):
+                if name.startswith("core."):  # CopiedLinear: copy i is row i
                     p_alone.copy_(p_all[i:i + 1])
                 else:  # grouped conv: copy i owns output channels [i*cout, (i+1)*cout)
                     cout = p_alone.shape[0]

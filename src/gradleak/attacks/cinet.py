@@ -18,7 +18,7 @@ The paper's appendix (exact layer list) did not survive extraction; the layout
 stage: bilinear x2, two 3x3 convs with LeakyReLU(0.2); an image head per stage whose upsampled
 sum passes a sigmoid scaled into the known data box. By default every sample gets its own
 generator copy (``weights="per-sample"``, block-diagonal ``theta``): fitting 32 patches
-directly, it reached SSIM 0.84 in 300 steps where the shared generator reached 0.66
+directly, it reached SSIM 0.84 in 300 steps where the shared generator reached 0.61
 (:mod:`.cinet_generator` has the measurements); ``weights="shared"`` is one generator for the
 batch. Growing is architectural: all stages are optimised jointly from the start.
 
@@ -67,7 +67,7 @@ class CINetConfig:
     keep_best: bool = True  # return the output with the lowest gradient loss seen, not the last one
     weights: str = "per-sample"  # "per-sample": one generator copy per sample (grouped convs); "shared": one for the batch
     skips: bool = True  # every stage adds its own image head (coarse colour first, detail later)
-    pixel_norm: bool = False  # PGGAN's pixel norm after each conv (slowed the direct-fit capacity probe, cinet_generator)
+    pixel_norm: bool = False  # PGGAN's pixel norm after each conv (direct fit at width 32: 0.83 with, 0.90 without)
 
     def __post_init__(self) -> None:
         check_common(self)
