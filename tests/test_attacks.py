@@ -108,6 +108,18 @@ def test_distances():
     assert float(DISTANCES.get("cosine")(a, -a)) == pytest.approx(2.0)
 
 
+def test_cosine_distance_accumulates_in_float64():
+    """A float32 update of 1M entries: the distance of a vector to itself is ~0, not ~1e-5 (float32 sums)."""
+    g = torch.Generator().manual_seed(0)
+    u = torch.randn(1_000_000, generator=g) * torch.rand(1_000_000, generator=g) ** 4
+    d = DISTANCES.get("cosine")(u, u.clone())
+    assert d.dtype == torch.float32
+    assert abs(float(d)) < 1e-7
+    v = u + 1e-3 * torch.randn(1_000_000, generator=g)
+    ref = 1 - torch.dot(u.double(), v.double()) / (u.double().norm() * v.double().norm())
+    assert float(DISTANCES.get("cosine")(v, u)) == pytest.approx(float(ref), rel=1e-4)
+
+
 def test_total_variation_any_channels():
     assert float(total_variation(torch.ones(2, 1, 5, 5))) == 0.0
     x = torch.zeros(1, 4, 2, 2)

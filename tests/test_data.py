@@ -122,6 +122,38 @@ def test_histology_rejects_other_sizes() -> None:
         load_dataset("histology", image_size=48)
 
 
+def test_allred_scores_by_hand() -> None:
+    """Proportion score (share of stained pixels) + intensity score (mean density of those pixels)."""
+    t = histology.DAB_THRESHOLD
+    maps = np.zeros((5, 10, 10))
+    maps[1, 0, 0] = 0.09  # 1 % stained, moderate: proportion 2 (1-10 %) + intensity 2 = 4
+    maps[2, :5] = 0.07  # 50 % stained, weak: 4 + 1 = 5
+    maps[3] = 0.12  # all stained, strong: 5 + 3 = 8
+    maps[4, :2] = t / 2  # below the threshold: nothing stained, score 0
+    assert histology.allred_scores(maps).tolist() == [0, 4, 5, 8, 0]
+
+
+@pytest.mark.parametrize("size", [28, 32, 64])
+def test_histology_allred_same_patches_nine_classes(size: int) -> None:
+    binary = load_dataset("histology", image_size=size)
+    graded = load_dataset("histology-allred", image_size=size)
+    assert torch.equal(binary.inputs, graded.inputs)
+    assert graded.class_names == tuple(f"allred_{k}" for k in range(9))
+    counts = torch.bincount(graded.labels, minlength=9)
+    assert counts[1] == 0 and int((counts > 0).sum()) == 8  # a score of 1 cannot occur
+    assert counts.tolist() == graded.meta["class_counts"]
+    # the grade agrees with the binary label where the two rules overlap: >67 % stained is positive
+    assert bool((binary.labels[graded.labels >= 6] == 1).float().mean() > 0.8)
+    assert bool((binary.labels[graded.labels == 0] == 0).all())
+
+
+def test_histology_allred_listed_and_sized() -> None:
+    listed = {d["name"]: d for d in list_datasets()}
+    assert listed["histology-allred"]["classes"] == 9
+    with pytest.raises(ShapeError, match=r"histology-allred image_size 48"):
+        load_dataset("histology-allred", image_size=48)
+
+
 # ---------------------------------------------------------------- faces and digits
 
 

@@ -155,6 +155,15 @@ def test_mlp_options_and_tabular_input():
     assert any(isinstance(m, nn.Tanh) for m in model.modules())
 
 
+def test_mlp_init_gain_scales_every_weight_matrix():
+    base = dict(shape=(30,), num_classes=3, hidden=[8, 8], activation="tanh")
+    plain = make("mlp", **base)
+    wide = make("mlp", init_gain=4.0, **base)
+    for (name, p), (_, q) in zip(plain.named_parameters(), wide.named_parameters()):
+        factor = 4.0 if name.endswith("weight") else 1.0  # biases keep PyTorch's default init
+        assert torch.allclose(q, factor * p), name
+
+
 def test_spec_json_round_trip_rebuilds_same_architecture():
     options = {"hidden": [32, 16], "bias": False}
     spec = ModelSpec(name="mlp", input_shape=(1, 8, 8), num_classes=10, options=options)
@@ -162,7 +171,7 @@ def test_spec_json_round_trip_rebuilds_same_architecture():
     a, b = create_model(spec), create_model(loaded)
     assert [(n, p.shape) for n, p in a.named_parameters()] == [(n, p.shape) for n, p in b.named_parameters()]
     full = complete_spec(loaded)
-    assert full.options == {"hidden": [32, 16], "activation": "relu", "bias": False}
+    assert full.options == {"hidden": [32, 16], "activation": "relu", "bias": False, "init_gain": 1.0}
     json.dumps(full.to_json())
 
 
@@ -182,6 +191,8 @@ def test_unknown_model_lists_choices():
         ("convnet", {"width": "64"}, "'width' must be int"),
         ("mlp", {"hidden": [32, "a"]}, "'hidden' must be list of int"),
         ("mlp", {"bias": 1}, "'bias' must be bool"),
+        ("mlp", {"init_gain": float("nan")}, "'init_gain' must be a finite float"),
+        ("mlp", {"init_gain": -1.0}, "'init_gain' must be >= 0"),
     ],
 )
 def test_bad_options_name_the_valid_ones(name, options, pattern):

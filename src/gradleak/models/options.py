@@ -9,6 +9,7 @@ wrong type is one clear :class:`GradleakError` instead of a silent default.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, Mapping, Sequence, TypeVar
 
 from ..errors import GradleakError
@@ -17,7 +18,7 @@ O = TypeVar("O")
 
 
 def opt(
-    default: Any, help: str, *, choices: Sequence[str] | None = None, minimum: int | None = None
+    default: Any, help: str, *, choices: Sequence[str] | None = None, minimum: float | None = None
 ) -> Any:
     """A dataclass field with a documented default and, optionally, the allowed strings or
     the smallest allowed number (for a list option: of each entry)."""
@@ -34,8 +35,9 @@ def _coerce(model: str, name: str, value: Any, default: Any) -> Any:
     elif isinstance(default, int):
         ok = isinstance(value, int) and not isinstance(value, bool)
     elif isinstance(default, float):
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
         value = float(value) if ok else value
+        expected = "a finite float"
     elif isinstance(default, str):
         ok = isinstance(value, str)
     elif isinstance(default, tuple):
