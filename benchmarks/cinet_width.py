@@ -21,7 +21,7 @@ import dataclasses
 import json
 from pathlib import Path
 
-from cinet_bench import Setting, cell, client, run_cell, run_cells, setup_threads, summarise
+from cinet_bench import DEFAULT_SETTING, SETTINGS, cell, client, run_cell, run_cells, setup_threads, summarise
 
 from gradleak.attacks.cinet import CINetConfig, copies_for, generator_parameters
 from gradleak.outdir import write_json
@@ -37,6 +37,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="default 0 1 2 (quick: 0)")
     parser.add_argument("--iterations", type=int, default=100, help="CI-Net Adam steps (default 100)")
     parser.add_argument("--lr", type=float, default=None, help="CI-Net Adam lr (default: the attack's)")
+    parser.add_argument("--weights", default="per-sample", choices=("per-sample", "shared"),
+                        help="one generator copy per sample (the attack's default) or one shared generator")
+    parser.add_argument("--setting", default=DEFAULT_SETTING, choices=sorted(SETTINGS), help="victim and data (cinet_bench)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=None, help="default benchmarks/results/cinet_width[_quick]")
     args = parser.parse_args()
@@ -46,29 +49,32 @@ def main() -> None:
     out = args.out or Path("benchmarks/results/cinet_width" + ("_quick" if args.quick else ""))
     out.mkdir(parents=True, exist_ok=True)
     setup_threads(args.threads)
-    setting = Setting()
+    setting = SETTINGS[args.setting]
     journal = Journal(out / "runs.jsonl")
     cells = []
     for seed in seeds:
         for w in widths:
-            options = {"iterations": iterations, "width": w, **({"lr": args.lr} if args.lr else {})}
-            params = {"width": w, "batch_size": args.batch_size, "seed": seed, "options": options}
+            options = {"iterations": iterations, "width": w, "weights": args.weights,
+                       **({"lr": args.lr} if args.lr else {})}
+            params = {"width": w, "batch_size": args.batch_size, "seed": seed, "options": options,
+                      "setting": setting.name}
             thunk = lambda w=w, seed=seed, options=options: run_cell(  # noqa: E731
                 setting=setting, attack="cinet", options=options, batch_size=args.batch_size, seed=seed)
-            lr = f"-lr{args.lr:g}" if args.lr else ""
-            cells.append((f"cinet-w{w}-b{args.batch_size}-s{seed}-i{iterations}{lr}", params, thunk))
+            lr = (f"-lr{args.lr:g}" if args.lr else "") + ("-shared" if args.weights == "shared" else "")
+            prefix = "" if setting.name == "binary" else f"{setting.name}-"  # binary: the older journals' keys
+            cells.append((f"{prefix}cinet-w{w}-b{args.batch_size}-s{seed}-i{iterations}{lr}", params, thunk))
     run_cells(journal, cells)
     keys = {c[0] for c in cells}
     summary = summarise([r for r in journal.records if r["cell"] in keys], lambda p: (p["width"],))
     observation, _ = client(setting, args.batch_size, seeds[0])
     victim = sum(v.numel() for v in observation.update.values())
     channels, height, width = observation.input_shape
-    cfg = CINetConfig()
+    cfg = CINetConfig(weights=args.weights)
     copies = copies_for(cfg, args.batch_size)
     count = {w: generator_parameters(channels=channels, side=max(height, width), features=w, latent_dim=cfg.latent_dim,
                                      convs_per_stage=cfg.convs_per_stage, copies=copies, skips=cfg.skips) for w in widths}
     lines = [f"# CI-Net: SSIM vs generator width (batch {args.batch_size}, {iterations} Adam steps, seeds {seeds})", "",
-             f"Victim {setting.model} width {setting.model_width}: P(F) = {victim} parameters; automatic width = "
+             f"Setting {setting.name!r}: {setting.describe()}; P(F) = {victim} parameters; automatic width = "
              f"smallest multiple of 8 with P(G) > P(F); generator weights {cfg.weights} (P(G) counts every copy). "
              f"Mean +- std over seeds.", "",
              "| width | P(G) | P(G)/P(F) | SSIM | FSIM | PSNR (dB) | CPU s |", "|---|---|---|---|---|---|---|"]
