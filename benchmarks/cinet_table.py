@@ -2,9 +2,10 @@
 batch sizes 16, 32 and 64, mean +- std over model seeds.
 
 The paper (CIFAR-10, sigmoid ResNet-18, batch 128, A100): DLG SSIM 0.10, iDLG 0.10, IG 0.16,
-GIAS 0.26, CI-Net 0.98. Here the victim is the one in ``cinet_bench.Setting`` (IG's ConvNet,
-width 8, pre-trained 200 steps, labels known as the paper assumes), sized for 2 shared CPU cores;
-docs/cinet.md says why.
+GIAS 0.26, CI-Net 0.98. Here the victim and data are a ``cinet_bench.SETTINGS`` entry, sized for
+2 shared CPU cores: ``allred`` (default; nine-class histology against a tanh MLP, the setting
+where a large batch is identifiable) or ``binary`` (two-class histology against IG's ConvNet w8,
+the earlier tables); docs/cinet.md says why.
 
 Same budget for every attack: ``--iterations`` gradient evaluations (a forward pass and a double
 backward through the victim). DLG/iDLG get ``iterations / 20`` L-BFGS steps of 20 evaluations;
@@ -13,11 +14,15 @@ IG and CI-Net get ``iterations`` Adam steps. The seed picks the client batch, th
 initialisation and pre-training, and the attack's random start.
 
     nice -n 10 python benchmarks/cinet_table.py            # full: batch 16/32/64, seeds 0-2, 100 evaluations
+    # the committed allred table (about 2 CPU-hours; GIAS at batch 64 alone ~9 CPU-minutes per seed):
+    nice -n 10 python benchmarks/cinet_table.py --iterations 2000 --cinet-lr 3e-3 --out benchmarks/results/cinet_table_allred
     nice -n 10 python benchmarks/cinet_table.py --quick    # batch 16, seeds 0-2, 50 evaluations
-    (the committed results used ``--prior-steps 600``; the GIAS prior lands in runs/cinet_prior)
+    (the binary results used ``--setting binary --prior-steps 600``, prior in runs/cinet_prior; allred
+    trains its prior with the default 1500 steps into runs/cinet_prior_allred, ~9 CPU-minutes)
 
-Measured CPU (one thread): 14-19 s per batch-16 cell and 22-34 s per batch-32 cell, so about
-25 CPU-minutes for the full table (batch 64 about doubles batch 32) plus the prior (600 steps).
+Measured CPU (one thread), binary at 100 evaluations: 14-19 s per batch-16 cell and 22-34 s per
+batch-32 cell. Allred at 2000 evaluations: 30-60 s per dlg/idlg/ig cell, cinet 130-140 s (batch
+16-64: the automatic width shrinks as copies grow), gias 160 / 290 / 530 s at batch 16 / 32 / 64.
 Several processes may share one ``<out>`` (e.g. one per seed and batch, ``--seeds S --batches B``):
 finished cells are kept in ``<out>/runs.jsonl`` and skipped, and an interrupted run resumes. Outputs:
 ``<out>/table.json``, ``<out>/table.md``, ``<out>/ssim_vs_batch.png``.
@@ -163,7 +168,7 @@ def main() -> None:
         if done:
             series[a if a != "flat" else "flat mean colour (yardstick)"] = (done, [summary[(a, b)]["ssim"] for b in done], [summary[(a, b)]["ssim_std"] for b in done])
     save_series_plot(series, out / "ssim_vs_batch.png", xlabel="batch size", ylabel="SSIM (mean +- std over seeds)",
-                     title=f"SSIM vs batch size (histology 32 px, {evaluations} evaluations)", hlines={"goal 0.9": 0.9})
+                     title=f"SSIM vs batch size ({setting.dataset} 32 px, {evaluations} evaluations)", hlines={"goal 0.9": 0.9})
     print(json.dumps(meta, indent=1))
     print((out / "table.md").read_text())
 
