@@ -35,6 +35,10 @@ def cosine_distance(update: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     The three reductions accumulate in float64: in float32 a dot product over the ~1M entries
     of an MLP's update is off by ~2e-5 (measured: losses of -2e-5 at the truth), which is the
     size of the losses that separate a good large-batch reconstruction from a blurred one.
+    Cost, measured on 855k entries (forward + backward of the distance alone, one thread): 4.8 ms
+    median vs 2.1 ms in float32, next to a whole matching step of 10-20 ms on that MLP at batch 32.
+    The cancellation-free form ``||u/|u| - t/|t|||^2 / 2`` in float32 was as accurate at these
+    losses and no cheaper (5.8 ms).
     """
     wide = torch.float64 if update.dtype in (torch.float32, torch.float16, torch.bfloat16) else update.dtype
     u, t = update.to(wide), target.to(wide)

@@ -45,7 +45,6 @@ from .transforms import to_grayscale, uint8_to_float
 
 PATCH_SIZES = (28, 32, 64)  # supported image_size values (native-resolution patches)
 DEFAULT_SIZE = 28
-SLIDE_SIDE = 512  # skimage's immunohistochemistry image is 512 x 512
 DAB_THRESHOLD = 0.03  # rgb2hed DAB density above which a pixel counts as stained
 POSITIVE_FRACTION = 0.5  # a patch is positive when more than this share of pixels is stained
 CLASS_NAMES = ("dab_negative", "dab_positive")
@@ -81,8 +80,8 @@ def allred_scores(dab_patches: np.ndarray) -> np.ndarray:
     return (proportion + intensity).astype(np.int64)
 
 
-def _patches(request: LoadRequest, name: str) -> tuple[np.ndarray, np.ndarray, int]:
-    """(RGB patches, DAB patches, patch side) of the slide at the requested size."""
+def _patches(request: LoadRequest, name: str) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """(RGB patches, DAB patches, patch side, patches per grid row) of the slide at the requested size."""
     from skimage import data
     from skimage.color import rgb2hed
 
@@ -92,17 +91,17 @@ def _patches(request: LoadRequest, name: str) -> tuple[np.ndarray, np.ndarray, i
             f"{name} image_size {size} is not supported; choose one of: {', '.join(map(str, PATCH_SIZES))}"
         )
     rgb = data.immunohistochemistry()
-    return cut_patches(rgb, size), cut_patches(rgb2hed(rgb)[..., 2], size), size
+    side = (rgb.shape[0] - size) // (size // 2) + 1
+    return cut_patches(rgb, size), cut_patches(rgb2hed(rgb)[..., 2], size), size, side
 
 
-def _dataset(request: LoadRequest, *, name: str, rgb: np.ndarray, size: int, labels: np.ndarray,
+def _dataset(request: LoadRequest, *, name: str, rgb: np.ndarray, size: int, side: int, labels: np.ndarray,
              class_names: tuple[str, ...], meta: dict) -> Dataset:
     import skimage
 
     inputs = uint8_to_float(rgb)
     if request.grayscale:
         inputs = to_grayscale(inputs).contiguous()
-    side = (SLIDE_SIDE - size) // (size // 2) + 1
     return Dataset(
         name=name, inputs=inputs, labels=torch.from_numpy(labels), class_names=class_names, source=SOURCE,
         meta={"patch_size": size, "stride": size // 2, "grid": [side, side], "order": "row-major from top-left",
@@ -113,9 +112,9 @@ def _dataset(request: LoadRequest, *, name: str, rgb: np.ndarray, size: int, lab
 @register_dataset("histology", shape=(3, DEFAULT_SIZE, DEFAULT_SIZE), classes=2, source=SOURCE)
 def load_histology(request: LoadRequest) -> Dataset:
     """Cut the IHC slide into patches and label each by its DAB staining."""
-    rgb, dab, size = _patches(request, "histology")
+    rgb, dab, size, side = _patches(request, "histology")
     fraction, labels = dab_labels(dab)
-    return _dataset(request, name="histology", rgb=rgb, size=size, labels=labels, class_names=CLASS_NAMES, meta={
+    return _dataset(request, name="histology", rgb=rgb, size=size, side=side, labels=labels, class_names=CLASS_NAMES, meta={
         "positive_fraction_cutoff": POSITIVE_FRACTION,
         "label_rule": "dab_positive if share of pixels with rgb2hed DAB > dab_threshold exceeds cutoff",
         "positive_rate": float(labels.mean()),
@@ -127,9 +126,9 @@ def load_histology(request: LoadRequest) -> Dataset:
                   source=SOURCE + ", labelled by an Allred-style 0-8 stain score")
 def load_histology_allred(request: LoadRequest) -> Dataset:
     """The histology patches with a nine-class label: the Allred-style score of their DAB stain."""
-    rgb, dab, size = _patches(request, "histology-allred")
+    rgb, dab, size, side = _patches(request, "histology-allred")
     labels = allred_scores(dab)
-    return _dataset(request, name="histology-allred", rgb=rgb, size=size, labels=labels, class_names=ALLRED_NAMES,
+    return _dataset(request, name="histology-allred", rgb=rgb, size=size, side=side, labels=labels, class_names=ALLRED_NAMES,
                     meta={
                         "proportion_cuts": list(PROPORTION_CUTS),
                         "intensity_cuts": list(INTENSITY_CUTS),
