@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from .attacks import Attack, Reconstruction
 from .metrics import evaluate_images
+from .metrics.exact import certified_fraction, exact_fraction
 from .observation import GroundTruth, Observation
 from .outdir import write_json
 from .report.plots import save_image_grid, save_loss_plot
@@ -75,9 +76,13 @@ def evaluate(reconstruction: Reconstruction, truth: GroundTruth | None, *, obser
         "label_method": reconstruction.label_method,
         "ground_truth": truth is not None,
     }
+    if reconstruction.certified is not None:
+        record["certified_fraction"] = certified_fraction(reconstruction.certified)
     kind = str(observation.data.get("kind", "image"))
     if kind in KIND_METRICS:
         record.update({"data_kind": kind, **KIND_METRICS[kind](reconstruction, truth, observation=observation)})
+        if truth is not None and "per_sample_fmse" in record:
+            record["exact_fraction"] = exact_fraction(per_sample_mse=record["per_sample_fmse"])
         return record
     if truth is None:
         record.update({"psnr": None, "ssim": None, "fsim": None, "mse": None, "lpips": None, "label_accuracy": None,
@@ -89,6 +94,7 @@ def evaluate(reconstruction: Reconstruction, truth: GroundTruth | None, *, obser
         recon_labels=reconstruction.labels, true_labels=truth.labels, data_range=hi - lo,
     )
     record.update(metrics)
+    record["exact_fraction"] = exact_fraction(per_sample_psnr=metrics["psnr_per_sample"])
     return record
 
 

@@ -39,6 +39,8 @@ class Reconstruction:
     seconds: float = 0.0
     iterations: int = 0  # optimisation iterations per restart
     notes: list[str] = field(default_factory=list)
+    # per sample: the attacker's own certificate that it is exact (closed-form attacks), or None
+    certified: list[bool] | None = None
 
     @property
     def gradient_loss(self) -> float:
@@ -56,6 +58,7 @@ class Reconstruction:
             "seconds": self.seconds,
             "iterations": self.iterations,
             "notes": self.notes,
+            "certified": self.certified,
         }
 
     def save(self, directory: str | Path) -> None:

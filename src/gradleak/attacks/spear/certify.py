@@ -1,0 +1,55 @@
+"""The attacker's own certificate that a recovered sample is exact (no ground truth).
+
+A sample is certified when (1) it lies in the data box, (2) the ReLU pattern it induces is the
+zero pattern of its ``dz`` column, unit by unit, and (3) either the recovered batch reproduces
+the observed weight and bias gradients to the noise floor (every sample was found: the
+factorisation is then pinned down), or, for a partial recovery, at least two units of the
+update give exactly this input as their ratio (a mixture of samples never repeats exactly).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .disaggregate import LIVE_FACTOR, NULL_FACTOR, Z_MARGIN, Component, Layer, _in_box
+
+REPRODUCE_FACTOR = 1e3  # the batch reproduces the update when residuals are below this x the noise floor
+
+
+@dataclass(frozen=True)
+class Certificate:
+    per_sample: list[bool]
+    pattern_ok: list[bool]
+    box_ok: list[bool]
+    weight_residual: float  # ||dW - sum dz x^T|| / ||dW|| (spectral norms)
+    bias_residual: float  # ||db - sum dz|| / ||db||
+    tolerance: float  # the relative residual the attacker accepts (from the noise floor)
+    reproduces: bool
+
+
+def certify(layer: Layer, components: list[Component], *, rank: int, noise: float, box_slack: float) -> Certificate:
+    if not components:
+        return Certificate([], [], [], 1.0, 1.0, 0.0, False)
+    x = torch.stack([c.x for c in components])
+    dz = torch.stack([c.dz for c in components], dim=1)
+    scale = float(torch.linalg.matrix_norm(layer.grad_weight, ord=2))
+    tol = NULL_FACTOR * noise
+    weight_residual = float(torch.linalg.matrix_norm(layer.grad_weight - dz @ x, ord=2)) / scale
+    bias_residual = float((layer.grad_bias - dz.sum(1)).norm() / layer.grad_bias.norm().clamp_min(1e-300))
+    tolerance = max(REPRODUCE_FACTOR * noise / scale, 1e-12)
+    reproduces = len(components) == rank and weight_residual <= tolerance and bias_residual <= tolerance
+    z = x @ layer.weight.T + layer.bias
+    margin = Z_MARGIN * (x.abs() @ layer.weight.abs().T + layer.bias.abs())
+    live = layer.grad_weight.norm(dim=1) > LIVE_FACTOR * tol
+    pattern_ok, box_ok, per_sample = [], [], []
+    in_box = _in_box(layer.lower, layer.upper, x, box_slack)
+    for i, c in enumerate(components):
+        decided = live & (z[i].abs() > margin[i])
+        zero = c.dz.abs() <= tol
+        ok = not bool((zero[decided] != (z[i][decided] < 0)).any())
+        pattern_ok.append(ok)
+        box_ok.append(bool(in_box[i]))
+        per_sample.append(ok and box_ok[-1] and (reproduces or c.support >= 2))
+    return Certificate(per_sample, pattern_ok, box_ok, weight_residual, bias_residual, tolerance, reproduces)
