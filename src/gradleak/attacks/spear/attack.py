@@ -81,7 +81,8 @@ class SPEAR(Attack):
         )
         settings = Settings(trials=cfg.trials, max_sampling_rank=cfg.max_sampling_rank, box_slack=cfg.box_slack)
         outcome = disaggregate(layer, batch=observation.num_samples, settings=settings, generator=generator)
-        cert = certify(layer, outcome.components, rank=outcome.rank, noise=outcome.noise, box_slack=cfg.box_slack)
+        cert = certify(layer, outcome.components, rank=outcome.rank, noise=outcome.noise,
+                       noise_frobenius=outcome.noise_frobenius, box_slack=cfg.box_slack)
         b, shape = observation.num_samples, observation.input_shape
         inputs = torch.full((b, *shape), (box[0] + box[1]) / 2 if kind in IMAGE_KINDS else 0.0, dtype=torch.float64)
         for i, c in enumerate(outcome.components):

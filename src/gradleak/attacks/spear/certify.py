@@ -15,7 +15,7 @@ import torch
 
 from .disaggregate import LIVE_FACTOR, NULL_FACTOR, Z_MARGIN, Component, Layer, _in_box
 
-REPRODUCE_FACTOR = 1e3  # the batch reproduces the update when residuals are below this x the noise floor
+REPRODUCE_FACTOR = 1e2  # reproduced: relative residuals below this x the discarded spectrum's share
 
 
 @dataclass(frozen=True)
@@ -23,22 +23,23 @@ class Certificate:
     per_sample: list[bool]
     pattern_ok: list[bool]
     box_ok: list[bool]
-    weight_residual: float  # ||dW - sum dz x^T|| / ||dW|| (spectral norms)
+    weight_residual: float  # ||dW - sum dz x^T|| / ||dW|| (Frobenius norms)
     bias_residual: float  # ||db - sum dz|| / ||db||
     tolerance: float  # the relative residual the attacker accepts (from the noise floor)
     reproduces: bool
 
 
-def certify(layer: Layer, components: list[Component], *, rank: int, noise: float, box_slack: float) -> Certificate:
+def certify(layer: Layer, components: list[Component], *, rank: int, noise: float, noise_frobenius: float,
+            box_slack: float) -> Certificate:
     if not components:
         return Certificate([], [], [], 1.0, 1.0, 0.0, False)
     x = torch.stack([c.x for c in components])
     dz = torch.stack([c.dz for c in components], dim=1)
-    scale = float(torch.linalg.matrix_norm(layer.grad_weight, ord=2))
+    scale = float(layer.grad_weight.norm())
     tol = NULL_FACTOR * noise
-    weight_residual = float(torch.linalg.matrix_norm(layer.grad_weight - dz @ x, ord=2)) / scale
+    weight_residual = float((layer.grad_weight - dz @ x).norm()) / scale
     bias_residual = float((layer.grad_bias - dz.sum(1)).norm() / layer.grad_bias.norm().clamp_min(1e-300))
-    tolerance = max(REPRODUCE_FACTOR * noise / scale, 1e-12)
+    tolerance = max(REPRODUCE_FACTOR * noise_frobenius / scale, 1e-12)
     reproduces = len(components) == rank and weight_residual <= tolerance and bias_residual <= tolerance
     z = x @ layer.weight.T + layer.bias
     margin = Z_MARGIN * (x.abs() @ layer.weight.abs().T + layer.bias.abs())

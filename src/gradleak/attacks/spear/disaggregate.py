@@ -72,6 +72,7 @@ class Outcome:
     components: list[Component]
     rank: int  # rank of the observed weight gradient (samples the layer separates)
     noise: float  # noise floor of the observed weight gradient
+    noise_frobenius: float = 0.0  # Frobenius norm of the discarded part of the spectrum
     rounds: list[str] = field(default_factory=list)  # what each round did, for the notes
     sampled: int = 0  # SPEAR sub-matrices drawn in all
 
@@ -121,13 +122,17 @@ def null_direction(rows: Tensor, *, tol: float) -> Tensor | None:
 def _clusters(candidates: Tensor) -> list[tuple[Tensor, int]]:
     """Identical candidates grouped (several single-sample units give the same input), most
     frequent first: a mixture of samples rarely repeats, a sample's own ratio does."""
+    if len(candidates) == 0:
+        return []
+    scale = candidates.abs().amax(1, keepdim=True).clamp_min(1e-30)
+    same = torch.cdist(candidates, candidates, p=float("inf")) <= 1e-6 * scale
+    taken = torch.zeros(len(candidates), dtype=torch.bool)
     groups: list[tuple[Tensor, int]] = []
-    remaining = candidates
-    while len(remaining):
-        c = remaining[0]
-        same = (remaining - c).abs().amax(1) <= 1e-6 * c.abs().amax().clamp_min(1e-30)
-        groups.append((c, int(same.sum())))
-        remaining = remaining[~same]
+    for i in range(len(candidates)):
+        if not taken[i]:
+            members = same[i] & ~taken
+            taken |= members
+            groups.append((candidates[i], int(members.sum())))
     return sorted(groups, key=lambda g: -g[1])
 
 
@@ -192,10 +197,12 @@ def sample_directions(factors: LowRank, *, tol: float, settings: Settings,
     while drawn < settings.trials:
         n = min(settings.chunk, settings.trials - drawn)
         pick = torch.multinomial(torch.ones(n, len(live), dtype=torch.float64), r - 1, generator=generator)
-        _, _, vh = torch.linalg.svd(rows[pick], full_matrices=True)
+        _, sv, vh = torch.linalg.svd(rows[pick], full_matrices=True)
         q = vh[:, -1, :]  # n x r
         count = ((rows @ q.T).abs() <= tol).sum(0)
-        sparse = count >= r + 1  # at least two zeros beyond the r-1 forced ones
+        # at least two zeros beyond the r-1 forced ones, from a sub-matrix of full rank r-1 (rows
+        # of one sample's single-sample units are parallel: their null space is wider than one)
+        sparse = (count >= r + 1) & (sv[:, -1] > 1e-8 * sv[:, 0])
         found.append(q[sparse])
         zeros.append(count[sparse])
         drawn += n
@@ -213,27 +220,34 @@ def sample_directions(factors: LowRank, *, tol: float, settings: Settings,
     return q[keep], count[keep], drawn
 
 
-def solve_from_directions(factors: LowRank, residual_bias: Tensor, directions: Tensor) -> Tensor | None:
+def solve_from_directions(factors: LowRank, residual_bias: Tensor, directions: Tensor, *, tol: float) -> Tensor | None:
     """Greedy selection of ``r`` independent directions (sparsest first), scales from the bias
-    gradient, and the inputs ``X = (Q diag(s))^{-1} R``; None if fewer than ``r`` are independent."""
+    gradient, and the inputs' coordinates ``(Q diag(s))^{-1} R``; None if fewer than ``r``.
+
+    A mixture of samples ``j`` and ``k`` is zero only where both are, so its zero set lies
+    inside ``j``'s: a direction whose zeros are all zeros of an already chosen one is skipped.
+    """
     r = factors.rank
-    chosen: list[Tensor] = []
-    for q in directions:
-        trial = torch.stack([*chosen, q])
+    zero_sets = (factors.left @ directions.T).abs() <= tol  # m x k
+    chosen: list[int] = []
+    for i in range(len(directions)):
+        if any(not bool((zero_sets[:, i] & ~zero_sets[:, j]).any()) for j in chosen):
+            continue
+        trial = directions[[*chosen, i]]
         if float(torch.linalg.svdvals(trial)[-1]) > 1e-6:
-            chosen.append(q)
+            chosen.append(i)
         if len(chosen) == r:
             break
     if len(chosen) < r:
         return None
-    q = torch.stack(chosen, dim=1)  # r x r, columns are directions
+    q = directions[chosen].T  # r x r, columns are directions
     scales = torch.linalg.lstsq(factors.left @ q, residual_bias[:, None]).solution[:, 0]
     if bool((scales.abs() < 1e-12 * scales.abs().max()).any()):
         return None
     return torch.linalg.solve(q * scales, factors.right)  # rows are the inputs' coordinates
 
 
-def row_space(layer: Layer, *, batch: int) -> tuple[Basis, Tensor, float, int]:
+def row_space(layer: Layer, *, batch: int) -> tuple[Basis, Tensor, Tensor, int]:
     """Orthonormal basis of the update's row space (rank chosen at the noise floor), the weight
     gradient in it (m x r), the noise floor and the rank. One QR and one small SVD: cheap even
     for wide inputs."""
@@ -243,14 +257,16 @@ def row_space(layer: Layer, *, batch: int) -> tuple[Basis, Tensor, float, int]:
     rank = min(batch, int((s > max(SIGNAL * noise, float(s[0]) * 1e-13)).sum())) if len(s) else 0
     vectors = q @ vh[:rank].T
     basis = Basis(vectors=vectors, weight=layer.weight @ vectors, bias=layer.bias, lower=layer.lower, upper=layer.upper)
-    return basis, layer.grad_weight @ vectors, noise, rank
+    return basis, layer.grad_weight @ vectors, s, rank
 
 
 def disaggregate(layer: Layer, *, batch: int, settings: Settings, generator: torch.Generator) -> Outcome:
     """Recover as many of the ``batch`` inputs of ``layer`` as the update pins down exactly."""
-    basis, grad_w, noise, rank = row_space(layer, batch=batch)
-    tol = NULL_FACTOR * max(noise, float(torch.linalg.matrix_norm(grad_w, ord=2)) * 1e-15)
-    outcome = Outcome(components=[], rank=rank, noise=noise)
+    basis, grad_w, spectrum, rank = row_space(layer, batch=batch)
+    noise = noise_floor(spectrum, batch=batch)
+    tol = NULL_FACTOR * max(noise, float(spectrum[0]) * 1e-15)
+    outcome = Outcome(components=[], rank=rank, noise=noise,
+                      noise_frobenius=float(spectrum[rank:].square().sum().sqrt()))
     grad_b = layer.grad_bias.clone()
     while len(outcome.components) < rank:
         factors = low_rank(grad_w, max_rank=rank - len(outcome.components), noise=noise)
@@ -266,7 +282,7 @@ def disaggregate(layer: Layer, *, batch: int, settings: Settings, generator: tor
         if not found and 2 <= factors.rank <= settings.max_sampling_rank and settings.trials > 0:
             directions, _, drawn = sample_directions(factors, tol=tol, settings=settings, generator=generator)
             outcome.sampled += drawn
-            coords = solve_from_directions(factors, grad_b, directions) if len(directions) else None
+            coords = solve_from_directions(factors, grad_b, directions, tol=tol) if len(directions) else None
             found = [] if coords is None else accept(basis, factors, coords, tol=tol, settings=settings,
                                                      source="sampling")
             how = f"SPEAR sampling ({drawn} sub-matrices, {len(directions)} sparse directions)"
