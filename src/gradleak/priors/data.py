@@ -52,12 +52,20 @@ def attacker_data(
     """The attacker's split of data set ``name`` (see the module docstring)."""
     pool = load_dataset(name, data_root=data_root, image_size=image_size, grayscale=grayscale, split="train")
     if pool.meta.get("split", "all") != "all":  # an official split exists
-        parts = [load_dataset(name, data_root=data_root, image_size=image_size, grayscale=grayscale, split=s)
-                 for s in ("val", "test")]
+        parts = []
+        for s in ("val", "test"):  # some sets (ihm-synthetic) ship only train + test
+            try:
+                parts.append(load_dataset(name, data_root=data_root, image_size=image_size, grayscale=grayscale,
+                                          split=s))
+            except DataError:
+                continue
+        if not parts:
+            raise DataError(f"dataset {name!r} has an official split but neither 'val' nor 'test' for the attacker")
         data = Dataset(name=pool.name, inputs=torch.cat([p.inputs for p in parts]),
                        labels=torch.cat([p.labels for p in parts]), class_names=pool.class_names,
                        source=pool.source, kind=pool.kind, data_range=pool.data_range, meta=dict(pool.meta))
-        return AttackerData(data, "official val + test splits (clients draw from train)", None)
+        used = " + ".join(str(p.meta.get("split")) for p in parts)
+        return AttackerData(data, f"official {used} split(s) (clients draw from train)", None)
     if "grid" in pool.meta and "stride" in pool.meta:
         mine, touching = _histology_masks(pool)
         rule = (f"patches right of {ATTACKER_FROM:.0%} of the slide width; clients never hold a patch "
