@@ -154,3 +154,28 @@ def test_bad_config_refused(bad):
 
     with pytest.raises(GradleakError):
         create_attack("spear", **bad)
+
+
+def test_rank_condition_for_disaggregation():
+    from gradleak.analysis.disaggregation import disaggregation_analysis, expected_draws, expected_single_units
+
+    assert expected_draws(1) == 1.0 and expected_draws(2) == 3.0  # 2^(b-1) * H_b
+    assert expected_single_units(256, 4) == 256 * 4 / 16
+    narrow = build_model("mlp", input_shape=(1, 8, 8), num_classes=10, hidden=[8])
+    report = disaggregation_analysis(narrow, input_shape=(1, 8, 8), budget=1e3)
+    assert report.rank_limit == 8 and report.expected_limit <= 8 and report.depth == 0
+    wide = disaggregation_analysis(build_model("mlp", input_shape=(3, 28, 28), num_classes=2, hidden=[1000, 256]),
+                                   input_shape=(3, 28, 28), budget=1e3)
+    assert expected_draws(wide.sampling_limit) <= 1e3 < expected_draws(wide.sampling_limit + 1)
+    assert expected_single_units(1000, wide.peeling_limit) >= 1 > expected_single_units(1000, wide.peeling_limit + 1)
+    assert wide.expected_limit >= report.expected_limit
+    assert disaggregation_analysis(build_model("lenet", input_shape=(1, 8, 8), num_classes=10),
+                                   input_shape=(1, 8, 8)) is None
+
+
+def test_rank_cli_reports_disaggregation_for_relu_mlp(capsys):
+    assert main(["rank", "--model", "mlp", "--input-shape", "1,8,8", "--classes", "10", "--json"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["disaggregation"]["layer"] == "body.0" and payload["disaggregation"]["expected_limit"] >= 2
+    assert main(["rank", "--model", "mlp", "--input-shape", "1,8,8", "--classes", "10", "--no-numerical"]) == 0
+    assert "batches (spear): body.0" in capsys.readouterr().out

@@ -1,4 +1,5 @@
-"""``gradleak rank``: R-GAP's rank analysis of a victim architecture (no data, no attack run).
+"""``gradleak rank``: R-GAP's rank analysis of a victim architecture (no data, no attack run),
+and up to which batch size a linear+ReLU layer lets SPEAR split a batch exactly.
 
 Prints the per-layer table (unknowns, gradient / weight / virtual constraints, RA-i, the
 paper's raw count and the numerical rank of each layer's system for a random input) and the
@@ -56,18 +57,31 @@ def cmd_rank(args: argparse.Namespace) -> None:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(args.seed)
         model = build_model(args.model, input_shape=shape, num_classes=args.classes, **options)
-    report = rank_analysis(model.eval(), input_shape=shape, numerical=not args.no_numerical, seed=args.seed)
-    payload = {"model": args.model, "classes": args.classes, **report.to_json()}
+    from ..analysis.disaggregation import disaggregation_analysis
+
+    split = disaggregation_analysis(model, input_shape=shape)
+    try:
+        report = rank_analysis(model.eval(), input_shape=shape, numerical=not args.no_numerical, seed=args.seed)
+    except GradleakError as exc:  # R-GAP needs invertible activations; a ReLU MLP still has a SPEAR verdict
+        if split is None:
+            raise
+        report, rgap_error = None, str(exc)
+    payload = {"model": args.model, "classes": args.classes, **(report.to_json() if report else {"rgap": rgap_error}),
+               "disaggregation": None if split is None else split.to_json()}
     if args.json:
         print(json.dumps(payload, indent=2))
     else:
-        rows = [(r.name, r.kind, r.unknowns, r.gradient_constraints, r.weight_constraints, r.virtual_constraints,
-                 f"{r.ra_index:+d}", f"{r.closed_form_index:+d}", r.weights, r.outputs, f"{r.paper_index:+d}",
-                 "-" if r.numerical_rank is None else r.numerical_rank) for r in report.layers]
-        _print_table(("layer", "kind", "|x|", "grad", "weight", "virtual", "RA-i", "closed", "|W|", "|z|",
-                      "paper RA-i", "rank"), rows)
-        print(f"{args.model} {args.input_shape}: {report.verdict}")
-        for note in report.notes:
+        if report is not None:
+            rows = [(r.name, r.kind, r.unknowns, r.gradient_constraints, r.weight_constraints, r.virtual_constraints,
+                     f"{r.ra_index:+d}", f"{r.closed_form_index:+d}", r.weights, r.outputs, f"{r.paper_index:+d}",
+                     "-" if r.numerical_rank is None else r.numerical_rank) for r in report.layers]
+            _print_table(("layer", "kind", "|x|", "grad", "weight", "virtual", "RA-i", "closed", "|W|", "|z|",
+                          "paper RA-i", "rank"), rows)
+            print(f"{args.model} {args.input_shape}: {report.verdict}")
+        else:
+            print(f"{args.model} {args.input_shape}: R-GAP analysis not applicable ({rgap_error})")
+        print(f"batches (spear): {'no linear layer followed by a ReLU' if split is None else split.verdict()}")
+        for note in report.notes if report is not None else []:
             print(f"note: {note}")
     if args.out is not None:
         from ..outdir import atomic_directory, write_json
@@ -78,4 +92,5 @@ def cmd_rank(args: argparse.Namespace) -> None:
             write_json(tmp / "config.json", {"command": "rank", "version": __version__, "model": args.model,
                                              "input_shape": list(shape), "classes": args.classes,
                                              "model_options": options, "seed": args.seed})
-            save_rank_chart(report, tmp / "rank.png", title=f"{args.model} {args.input_shape}")
+            if report is not None:
+                save_rank_chart(report, tmp / "rank.png", title=f"{args.model} {args.input_shape}")

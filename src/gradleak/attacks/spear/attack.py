@@ -31,7 +31,7 @@ IMAGE_KINDS = ("image",)
 @dataclass
 class SPEARConfig:
     trials: int = 32_768  # SPEAR sub-matrices drawn per sampling round, once peeling stalls
-    max_sampling_rank: int = 12  # sample only when at most this many samples remain (odds ~2^-r)
+    max_sampling_rank: int = 14  # sample only when at most this many remain (expected draws 2^(r-1) H_r <= trials)
     layer: str = ""  # module name of the linear+ReLU layer to attack; "" = the shallowest one
     box_slack: float = 1e-4  # tolerated excursion outside the data box, relative to its width
 

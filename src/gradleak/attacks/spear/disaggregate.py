@@ -63,7 +63,7 @@ class Component:
 class Settings:
     trials: int = 32_768  # SPEAR sub-matrices drawn per sampling round (paper: 1e4 per GPU batch)
     chunk: int = 2_048  # sub-matrices per batched SVD
-    max_sampling_rank: int = 12  # no sampling above this residual rank (success odds fall as ~2^-r)
+    max_sampling_rank: int = 14  # no sampling above this residual rank (success odds fall as ~2^-r)
     box_slack: float = 1e-4  # relative slack on the data box for a candidate input
 
 
