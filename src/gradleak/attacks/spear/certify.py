@@ -1,7 +1,8 @@
 """The attacker's own certificate that a recovered sample is exact (no ground truth).
 
 A sample is certified when (1) it lies in the data box, (2) the ReLU pattern it induces is the
-zero pattern of its ``dz`` column, unit by unit, and (3) either the recovered batch reproduces
+zero pattern of its ``dz`` column (every unit it leaves inactive has ``dz = 0``; an active unit
+with ``dz`` below the noise floor is tolerated for at most 1 % of the units), and (3) either the recovered batch reproduces
 the observed weight and bias gradients to the noise floor (every sample was found: the
 factorisation is then pinned down), or, for a partial recovery, at least two units of the
 update give exactly this input as their ratio (a mixture of samples never repeats exactly).
@@ -15,6 +16,7 @@ import torch
 
 from .disaggregate import LIVE_FACTOR, NULL_FACTOR, Z_MARGIN, Component, Layer, _in_box
 
+SOFT_SHARE = 0.01  # active units whose dz is below the noise floor: at most this share of the decided ones
 REPRODUCE_FACTOR = 1e2  # reproduced: relative residuals below this x the discarded spectrum's share
 
 
@@ -49,7 +51,12 @@ def certify(layer: Layer, components: list[Component], *, rank: int, noise: floa
     for i, c in enumerate(components):
         decided = live & (z[i].abs() > margin[i])
         zero = c.dz.abs() <= tol
-        ok = not bool((zero[decided] != (z[i][decided] < 0)).any())
+        inactive = z[i] < 0
+        # a unit the sample leaves inactive must have dz = 0 (the ReLU); an active unit may have
+        # a dz below the noise floor when dL/da is tiny there, but only rarely
+        hard = bool((inactive & decided & ~zero).any())
+        soft = int((~inactive & decided & zero).sum())
+        ok = not hard and soft <= max(1, int(SOFT_SHARE * int(decided.sum())))
         pattern_ok.append(ok)
         box_ok.append(bool(in_box[i]))
         per_sample.append(ok and box_ok[-1] and (reproduces or c.support >= 2))
