@@ -202,3 +202,34 @@ def test_broken_plugin_is_one_line_error(tmp_path, capsys):
         err = capsys.readouterr().err.strip()
         assert fragment in err and len(err.splitlines()) == 1
     assert not (tmp_path / "o").exists()
+
+
+def test_spear_joins_the_battery_only_where_a_first_linear_relu_exists():
+    from gradleak.fl.protocol import Protocol
+    from gradleak.models import ModelSpec, complete_spec
+
+    def entry(model: str, protocol: Protocol = Protocol()):
+        spec = complete_spec(ModelSpec(name=model, input_shape=(1, 8, 8), num_classes=10))
+        setup = Setup(spec=spec, protocol=protocol, data_kind="image", prior=None, budget=get_budget("standard"))
+        return {e.name: e for e in battery(setup)}["spear"]
+
+    assert entry("mlp").skipped is None and entry("mlp").kind == "closed-form"
+    assert "ReLU" in entry("lenet").skipped
+    assert "several local steps" in entry("mlp", Protocol(name="fedavg", local_epochs=2)).skipped
+    assert max(get_budget("standard").batch_sizes) == 32 and max(get_budget("thorough").batch_sizes) == 64
+
+
+def test_audit_says_where_exact_recovery_stops(tmp_path):
+    out = tmp_path / "a"
+    assert main(["audit", "--dataset", "digits", "--model", "mlp", "--budget", "quick", "--batch-sizes", "1", "8",
+                 "--attacks", "spear", "ig", "--defenses", "none", "--quiet", "--out", str(out)]) == 0
+    result = json.loads((out / "results.json").read_text())
+    spear = [r for r in result["attacks"]["summary"] if r["attack"] == "spear"]
+    assert [r["batch_size"] for r in spear] == [1, 8] and all(r["certified_fraction"] == 1.0 for r in spear)
+    assert {r["batch_size"] for r in result["attacks"]["summary"] if r["attack"] == "ig"} == {1}  # quick: iterative <= 4
+    finding = next(f for f in result["verdict"]["findings"] if f.startswith("Exact recovery"))
+    assert "holds at every tested batch size, up to 8" in finding and "body.0" in finding
+    assert any("Batch size is no protection" in a for a in result["verdict"]["actions"])
+    assert result["rank"]["disaggregation"]["layer"] == "body.0"
+    html = (out / "report.html").read_text()
+    assert "exact / certified" in html and "Batches (SPEAR-style exact disaggregation)" in html

@@ -111,6 +111,22 @@ def _thorough_only(why: str) -> Callable[[Setup], str | None]:
     return excluded
 
 
+def _spear_excluded(setup: Setup) -> str | None:
+    """SPEAR needs a first linear layer with bias feeding a ReLU, and one gradient (or one local step)."""
+    if setup.protocol.update_kind == "weight_delta" and (setup.protocol.local_epochs > 1
+                                                         or setup.protocol.local_batch_size is not None):
+        return "exact disaggregation needs a single gradient; the clients take several local steps"
+    from ..attacks.spear.layer import linear_relu_layers
+    from ..models import create_model
+
+    layers = linear_relu_layers(create_model(setup.spec), setup.spec.input_shape)
+    if not layers:
+        return "the model has no linear layer with bias followed by a ReLU"
+    if layers[0].depth > 0:
+        return f"its first linear+ReLU layer ({layers[0].name}) reads features, not the data"
+    return None
+
+
 def _records_only(setup: Setup) -> str | None:
     return None if setup.data_kind in RECORD_KINDS else "a health-record attack; the audited data are images"
 
@@ -129,6 +145,7 @@ PLANS.register("giml")(Plan(kind="generative", weight=12.0, options=_iterative("
 PLANS.register("hgap")(Plan(kind="hybrid", weight=1.2, options=_iterative("hgap"),
                             excluded=lambda s: _rgap_excluded(s) or _thorough_only("R-GAP and IG again, "
                                                                                    "merged per sample")(s)))
+PLANS.register("spear")(Plan(kind="closed-form", weight=50.0, excluded=_spear_excluded))
 PLANS.register("tabular")(Plan(kind="optimisation", weight=1.0, excluded=_records_only, options=_iterative("tabular")))
 
 

@@ -27,7 +27,8 @@ from ..sweep.aggregate import mean_std
 from .battery import Entry
 from .progress import AuditProgress
 
-SCORES = ("psnr", "ssim", "fsim", "mse", "label_count_accuracy", "seconds", "mismatch")  # labels as a multiset: pairing-free
+SCORES = ("psnr", "ssim", "fsim", "mse", "label_count_accuracy", "seconds", "mismatch",  # labels as a multiset
+          "exact_fraction", "certified_fraction")  # exact attacks: share recovered exactly / certified by the attacker
 
 
 @dataclass
@@ -93,8 +94,13 @@ def attack_units(entry: Entry, batch_size: int) -> float:
     return entry.weight * entry.iterations() * batch_scale(batch_size)
 
 
+def runs_at(entry: Entry, batch_size: int, max_iterative_batch: int | None) -> bool:
+    """Closed-form attacks run at every batch size; iterative ones up to the budget's limit."""
+    return entry.kind == "closed-form" or max_iterative_batch is None or batch_size <= max_iterative_batch
+
+
 def attack_stage(trials: Sequence[Trial], entries: Sequence[Entry], *, progress: AuditProgress,
-                 device: str = "cpu") -> AttackRecords:
+                 device: str = "cpu", max_iterative_batch: int | None = None) -> AttackRecords:
     """Run every runnable entry on every trial; failures are recorded, never fatal."""
     out = AttackRecords()
     runnable = [e for e in entries if e.skipped is None]
@@ -107,6 +113,8 @@ def attack_stage(trials: Sequence[Trial], entries: Sequence[Entry], *, progress:
             out.pictures[t.batch_size] = {"truth": t.truth.inputs.clamp(0, 1)}
         trial_records = []
         for entry in runnable:
+            if not runs_at(entry, t.batch_size, max_iterative_batch):
+                continue
             scale = entry.weight * batch_scale(t.batch_size)
             label = f"{entry.name}, batch {t.batch_size}, seed {t.seed}"
             record: dict[str, Any] = {"attack": entry.name, "kind": entry.kind, "batch_size": t.batch_size,

@@ -178,10 +178,12 @@ def write_report(tmp: Path, *, result: dict[str, Any], pictures: dict[int, dict[
     for r in summary:
         if r["chosen"] and r["chosen"] >= picks.get(r["batch_size"], (0, ""))[0]:
             picks[r["batch_size"]] = (r["chosen"], r["attack"])
-    page.table(["batch", "attack", "kind", "SSIM", "PSNR (dB)", "FSIM", "label acc.", "update mismatch", "seconds",
-                "picked", "failed"],
+    page.table(["batch", "attack", "kind", "SSIM", "PSNR (dB)", "FSIM", "label acc.", "exact / certified",
+                "update mismatch", "seconds", "picked", "failed"],
                [[r["batch_size"], r["attack"], r["kind"], _pm(r["ssim"], r["ssim_std"]), _pm(r["psnr"], r["psnr_std"], 1),
                  _pm(r["fsim"], r["fsim_std"]), _pct(r["label_count_accuracy"]),
+                 "-" if r.get("certified_fraction") is None else
+                 f"{_pct(r.get('exact_fraction'))} / {_pct(r['certified_fraction'])}",
                  "-" if r["mismatch"] is None else f"{r['mismatch']:.2e}", _pm(r["seconds"], None, 1),
                  f"{r['chosen']}/{r['runs']}", r["failed"]] for r in summary],
                highlight=[picks.get(r["batch_size"], (0, ""))[1] == r["attack"] for r in summary])
@@ -189,14 +191,20 @@ def write_report(tmp: Path, *, result: dict[str, Any], pictures: dict[int, dict[
     if errors:
         page.paragraph("Failed runs:")
         page.bullets(errors)
+    limit = result.get("budget", {}).get("iterative_max_batch")
+    if limit is not None and any(b > limit for b in s["batch_sizes"]):
+        page.paragraph(f"Iterative attacks run up to batch size {limit} (the budget's limit: above it they cost "
+                       "minutes per run and recovered nothing in our measurements); closed-form attacks run at every "
+                       "batch size.", css="muted")
     skipped = [f"{e['attack']}: {e['skipped']}" for e in result["battery"] if e["skipped"]]
     if skipped:
         page.paragraph("Attacks not run, and why:")
         page.bullets(skipped)
 
     page.heading("Labels", anchor="labels")
-    page.paragraph("Analytic label recovery from the output layer's update (iDLG at batch size 1, LLG-style counts "
-                   "above); accuracy is the share of the batch's labels recovered (as a multiset).")
+    page.paragraph("Analytic label recovery from the output layer's update (iDLG at batch size 1; above it, class "
+                   "counts from the bias gradient with statistics of the attacker's own public data); accuracy is "
+                   "the share of the batch's labels recovered (as a multiset).")
     page.table(["batch size", "labels recovered", "method", "seeds"],
                [[r["batch_size"], _pm(r["accuracy"] * 100, (r["accuracy_std"] or 0) * 100, 0) + "%",
                  ", ".join(r["method"]), r["seeds"]] for r in result["labels"]])
@@ -216,6 +224,10 @@ def write_report(tmp: Path, *, result: dict[str, Any], pictures: dict[int, dict[
                                                              for r in rows])
     else:
         page.paragraph(f"Rank analysis {rank['status']}: {rank['reason']}.", css="muted")
+    split = rank.get("disaggregation")
+    page.paragraph("Batches (SPEAR-style exact disaggregation): " + (
+        f"{split['verdict']}." if split else "the model has no linear layer followed by a ReLU, so no batch can be "
+        "split exactly through one."))
 
     page.heading("Defenses", anchor="defenses")
     if sweep is None:

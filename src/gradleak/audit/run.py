@@ -25,7 +25,7 @@ from ..models import complete_spec
 from ..models.base import ModelSpec
 from ..outdir import atomic_directory, write_json
 from .battery import Entry, Setup, battery
-from .leakage import (Trial, attack_stage, attack_units, attacker_curve, blind_guess_psnr, label_stage,
+from .leakage import (Trial, attack_stage, attack_units, runs_at, attacker_curve, blind_guess_psnr, label_stage,
                       mean_std, summarise, worst_case)
 from .progress import AuditProgress
 from .protection import defense_stage, defense_units, sweep_attacks, with_cost
@@ -108,7 +108,8 @@ def run_audit(settings: AuditSettings, *, out: str | Path, show_progress: bool =
     sizes, seeds = settings.resolved_batch_sizes(), settings.resolved_seeds()
     runnable = [e for e in entries if e.skipped is None]
     planned = (len(sizes) * len(seeds) * SIMULATION_UNITS + settings.trained_steps * len(sizes) * len(seeds)
-               + sum(attack_units(e, b) for e in runnable for b in sizes for _ in seeds)
+               + sum(attack_units(e, b) for e in runnable for b in sizes for _ in seeds
+                     if runs_at(e, b, settings.plan.iterative_max_batch))
                + (defense_units(settings, ("rgap", "ig"), specs) if specs else 0))
     progress = AuditProgress(total=planned, enabled=show_progress)
     timings: dict[str, float] = {}
@@ -140,7 +141,8 @@ def run_audit(settings: AuditSettings, *, out: str | Path, show_progress: bool =
             timings["labels"] = time.perf_counter() - clock
 
             clock = time.perf_counter()
-            attacks = attack_stage(trials, entries, progress=progress, device=settings.device)
+            attacks = attack_stage(trials, entries, progress=progress, device=settings.device,
+                                   max_iterative_batch=settings.plan.iterative_max_batch)
             summary, curve = summarise(attacks.records), attacker_curve(attacks.records)
             bound = worst_case(summary)
             timings["attacks"] = time.perf_counter() - clock
@@ -162,7 +164,7 @@ def run_audit(settings: AuditSettings, *, out: str | Path, show_progress: bool =
                 "model": spec.to_json(), "dataset": {"name": data.name, "source": data.source, "samples": len(data),
                                                      "shape": list(data.input_shape), "classes": list(data.class_names)},
                 "verdict": verdict(curve=curve, worst=bound, labels=labels, baseline=baseline, rank=rank,
-                                   defenses=defense_rows, dataset=settings.dataset),
+                                   defenses=defense_rows, dataset=settings.dataset, summary=summary),
                 "rank": rank, "labels": labels, "battery": [e.to_json() for e in entries],
                 "attacks": {"records": attacks.records, "summary": summary, "attacker_choice": curve,
                             "worst_case": bound},

@@ -16,7 +16,17 @@ from ..models.base import ModelSpec
 
 
 def rank_stage(spec: ModelSpec) -> dict[str, Any]:
-    """``{"status": "ok", "index", "full_rank", "verdict", "layers"}`` or a status with the reason."""
+    """``{"status": "ok", "index", "full_rank", "verdict", "layers", "disaggregation"}`` or a status with
+    the reason (``disaggregation``: up to which batch a linear+ReLU layer lets SPEAR split a batch)."""
+    from ..analysis.disaggregation import disaggregation_analysis
+
+    split = disaggregation_analysis(create_model(spec), input_shape=tuple(spec.input_shape))
+    out = _rgap_rank(spec)
+    out["disaggregation"] = None if split is None else split.to_json()
+    return out
+
+
+def _rgap_rank(spec: ModelSpec) -> dict[str, Any]:
     try:
         module = importlib.import_module("gradleak.analysis.rank")
         rank_analysis = module.rank_analysis

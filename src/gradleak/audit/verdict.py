@@ -93,10 +93,58 @@ def _defense_actions(defenses: Sequence[dict[str, Any]], th: Thresholds) -> list
             f"model's accuracy went from {base['client_accuracy']:.3f} to {pick['client_accuracy']:.3f}."]
 
 
+EXACT_SHARE = 0.5  # an exact attack "works" at a batch size while it certifies at least this share of the batch
+
+
+def exact_recovery(summary: Sequence[dict[str, Any]], rank: dict[str, Any]) -> tuple[str, str | None] | None:
+    """(finding, action) for the exact attacks (those that certify samples, e.g. spear), or None.
+
+    Says at which tested batch size exact recovery stops, judged by the attacker's own certificate,
+    and why, from the architecture-only disaggregation analysis.
+    """
+    rows = [r for r in summary if r.get("certified_fraction") is not None]
+    if not rows:
+        return None
+    attack = rows[0]["attack"]
+    rows = sorted((r for r in rows if r["attack"] == attack), key=lambda r: r["batch_size"])
+    cells = ", ".join(f"{r['certified_fraction'] * 100:.0f}% certified ({_pct_or_na(r.get('exact_fraction'))} exact) "
+                      f"at {r['batch_size']}" for r in rows)
+    working = [r["batch_size"] for r in rows if r["certified_fraction"] >= EXACT_SHARE]
+    stops = next((r["batch_size"] for r in rows if r["certified_fraction"] < EXACT_SHARE), None)
+    split = rank.get("disaggregation") or {}
+    why = ""
+    if split:
+        why = (f" The model's {split['layer']} has {split['width']} units: with independent activations exact "
+               f"splitting is expected up to batch {split['expected_limit']} (SPEAR sampling within its budget up to "
+               f"{split['sampling_limit']}, units active for a single sample up to {split['peeling_limit']}; impossible "
+               f"above {split['rank_limit']}); beyond, too few units are active for one sample only and the sampling "
+               "odds fall as 2^-b.")
+        if working and max(working) > split["expected_limit"]:
+            why += (" Here it went further: correlated activations (non-negative data with a shared brightness) "
+                    "leave many units active for a single sample.")
+    head = (f"Exact recovery ({attack}: whole samples read out of the update in closed form, each certified by the "
+            f"attacker without seeing any data): {cells}.")
+    if stops is None:
+        finding = head + f" It holds at every tested batch size, up to {rows[-1]['batch_size']}." + why
+    else:
+        finding = head + f" It stops at batch size {stops}." + why
+    action = None
+    if working and max(working) > 1:
+        action = (f"Batch size is no protection for this model: {attack} recovered whole batches of up to "
+                  f"{max(working)} samples exactly. Use DP-SGD, or secure aggregation over enough clients that the "
+                  "summed update covers more samples than exact recovery reaches, or a first layer that is not a wide "
+                  "fully connected ReLU layer; then re-audit.")
+    return finding, action
+
+
+def _pct_or_na(value: float | None) -> str:
+    return "n/a" if value is None else f"{value * 100:.0f}%"
+
+
 def verdict(*, curve: Sequence[dict[str, Any]], worst: Sequence[dict[str, Any]] = (),
             labels: Sequence[dict[str, Any]], baseline: float | None,
             rank: dict[str, Any], defenses: Sequence[dict[str, Any]], dataset: str,
-            thresholds: Thresholds = Thresholds()) -> dict[str, Any]:
+            thresholds: Thresholds = Thresholds(), summary: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
     """``{"level", "title", "headline", "findings": [...], "actions": [...], "recommended_defense", "thresholds"}``."""
     th = thresholds
     first = curve[0] if curve else {}
@@ -118,9 +166,14 @@ def verdict(*, curve: Sequence[dict[str, Any]], worst: Sequence[dict[str, Any]] 
         findings.append(batch)
     if rank.get("status") == "ok":
         findings.append(f"Rank analysis of the model: {rank['verdict']}.")
+    exact = exact_recovery(summary, rank)
+    if exact:
+        findings.append(exact[0])
     actions: list[str] = []
     if level in ("high", "medium"):
         actions.append("Do not train on patient data with this configuration until a defense is in place.")
+    if exact and exact[1]:
+        actions.append(exact[1])
     actions += _defense_actions(defenses, th)
     safe = _safe_batch(worst, th)
     if level in ("high", "medium") and safe is not None and safe > worst[0]["batch_size"]:
