@@ -34,6 +34,7 @@ from .lowrank import SIGNAL, LowRank, low_rank, noise_floor
 NULL_FACTOR = 2.0  # |L_i q| <= this x the noise floor (the spectral norm of the rounding error) is a zero
 LIVE_FACTOR = 1e2  # rows of L with norm below this x the null tolerance carry no usable zero
 MAX_DIRECTIONS = 4_096  # sparse proposals kept for the greedy selection (sparsest first)
+PLAUSIBLE = 1e-9  # Gram screen: smallest / largest eigenvalue below this may hide a null direction
 Z_MARGIN = 1e-7  # pre-activations within this relative margin of 0 count as neither side of the ReLU
 
 
@@ -57,6 +58,9 @@ class Component:
     dz: Tensor
     source: str  # "ratio" or "sampling"
     support: int = 1  # units of the update whose ratio gave exactly this input
+    # found by repeated ratios while every earlier sample was too: the residual it came from held
+    # only true samples, so a partial recovery can vouch for it (a wrong peel corrupts what follows)
+    trusted: bool = False
 
 
 @dataclass
@@ -65,6 +69,7 @@ class Settings:
     chunk: int = 2_048  # sub-matrices per batched SVD
     max_sampling_rank: int = 14  # no sampling above this residual rank (success odds fall as ~2^-r)
     box_slack: float = 1e-4  # relative slack on the data box for a candidate input
+    single_candidates: int = 4_096  # single-unit ratios tried per round (largest bias gradients first)
 
 
 @dataclass
@@ -111,7 +116,8 @@ def null_direction(rows: Tensor, *, tol: float) -> Tensor | None:
     r = rows.shape[1]
     if rows.shape[0] < r - 1:
         return None
-    _, s, vh = torch.linalg.svd(rows, full_matrices=True)
+    # full_matrices only when there are fewer rows than unknowns (then vh needs its null rows)
+    _, s, vh = torch.linalg.svd(rows, full_matrices=rows.shape[0] < r)
     smallest = float(s[r - 1]) if len(s) >= r else 0.0
     second = float(s[r - 2]) if r >= 2 else float("inf")
     if smallest > tol or second <= 10 * tol:
@@ -149,16 +155,22 @@ def accept(basis: Basis, factors: LowRank, candidates: Tensor, *, tol: float, se
     if len(candidates) == 0:
         return []
     candidates = candidates[_in_box(basis.lower, basis.upper, basis.inputs(candidates), settings.box_slack)]
+    clusters = [(c, n) for c, n in _clusters(candidates) if n >= min_support]
+    if not clusters:
+        return []
     live = factors.left.norm(dim=1) > LIVE_FACTOR * tol
+    coords = torch.stack([c for c, _ in clusters])
+    z, margin = pre_activations(basis, coords)
+    inactive = (z < -margin) & live
+    plausible = _plausible(factors.left, inactive)
     out: list[Component] = []
     directions: list[Tensor] = []
-    for c, support in _clusters(candidates):
-        if support < min_support or (limit is not None and len(out) >= limit):
+    for k, (c, support) in enumerate(clusters):
+        if limit is not None and len(out) >= limit:
             break
-        z, margin = pre_activations(basis, c[None])
-        z, margin = z[0], margin[0]
-        inactive = (z < -margin) & live
-        q = null_direction(factors.left[inactive], tol=tol)
+        if not plausible[k]:
+            continue
+        q = null_direction(factors.left[inactive[k]], tol=tol)
         if q is None or any(float((q @ d).abs()) > 1 - 1e-9 for d in directions):
             continue
         local = factors.right @ c  # the candidate in the residual's factor coordinates
@@ -166,12 +178,24 @@ def accept(basis: Basis, factors: LowRank, candidates: Tensor, *, tol: float, se
         if abs(denom) < 1e-12 * float(local.norm()):
             continue
         zero = (factors.left @ q).abs() <= tol
-        decided = live & (z.abs() > margin)
-        if bool((zero[decided] != (z[decided] < 0)).any()):
+        decided = live & (z[k].abs() > margin[k])
+        if bool((zero[decided] != (z[k][decided] < 0)).any()):
             continue  # the ReLU pattern of x and the zeros of dz disagree
         directions.append(q)
         out.append(Component(x=c.clone(), dz=factors.left @ q / denom, source=source, support=support))
     return out
+
+
+def _plausible(left: Tensor, inactive: Tensor) -> Tensor:
+    """Cheap batched screen for :func:`accept`'s condition (2): the rows of ``left`` on each
+    candidate's inactive units (nearly) share a null direction. The Gram matrix's smallest
+    eigenvalue squares the singular value, so rounding hides anything below ~1e-16 of the largest:
+    it only screens, and the exact SVD test follows for the survivors."""
+    m, r = left.shape
+    outer = (left[:, :, None] * left[:, None, :]).reshape(m, r * r)
+    gram = (inactive.to(left.dtype) @ outer).reshape(-1, r, r)
+    eig = torch.linalg.eigvalsh(gram)
+    return eig[:, 0] <= PLAUSIBLE * eig[:, -1].clamp_min(1e-300)
 
 
 def ratio_candidates(grad_weight: Tensor, grad_bias: Tensor, *, tol: float) -> Tensor:
@@ -277,7 +301,8 @@ def disaggregate(layer: Layer, *, batch: int, settings: Settings, generator: tor
         found = accept(basis, factors, ratios, tol=tol, settings=settings, source="ratio", min_support=2)
         how = "repeated ratios"
         if not found:  # then the single-unit ratios, one at a time (a mixture may pass the tests)
-            found = accept(basis, factors, ratios, tol=tol, settings=settings, source="ratio", limit=1)
+            found = accept(basis, factors, ratios[:settings.single_candidates], tol=tol, settings=settings,
+                           source="ratio", limit=1)
             how = "a single ratio"
         if not found and 2 <= factors.rank <= settings.max_sampling_rank and settings.trials > 0:
             directions, _, drawn = sample_directions(factors, tol=tol, settings=settings, generator=generator)
@@ -290,7 +315,9 @@ def disaggregate(layer: Layer, *, batch: int, settings: Settings, generator: tor
             outcome.rounds.append(f"residual rank {factors.rank}: no sample found by {how}")
             break
         outcome.rounds.append(f"residual rank {factors.rank}: {len(found)} sample(s) by {how}")
+        chain = all(c.trusted for c in outcome.components)
         for c in found:
+            c.trusted = chain and how == "repeated ratios"
             grad_w = grad_w - torch.outer(c.dz, c.x)
             grad_b = grad_b - c.dz
         outcome.components.extend(found)
@@ -316,4 +343,5 @@ def refine(grad_bias: Tensor, grad_weight: Tensor, components: list[Component]) 
         return components
     dz = directions * scales
     x = torch.linalg.lstsq(dz, grad_weight).solution  # k x r (coordinates)
-    return [Component(x=x[i], dz=dz[:, i], source=c.source, support=c.support) for i, c in enumerate(components)]
+    return [Component(x=x[i], dz=dz[:, i], source=c.source, support=c.support, trusted=c.trusted)
+            for i, c in enumerate(components)]
