@@ -133,13 +133,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--batches", type=int, nargs="+", default=None, help="only these batch sizes")
+    parser.add_argument("--reuse", type=Path, default=None,
+                        help="runs.jsonl whose rows for the other batch sizes are kept (the attack is unchanged there)")
     args = parser.parse_args()
-    batches = (4, 16, 32) if args.quick else (2, 4, 8, 16, 32, 64)
+    batches = tuple(args.batches) if args.batches else (4, 16, 32) if args.quick else (2, 4, 8, 16, 32, 64)
     seeds = range(1) if args.quick else range(3)
     args.out.mkdir(parents=True, exist_ok=True)
     cells = [(d, w, b, s) for d in DATASETS for w in WIDTHS for b in batches for s in seeds]
     rows = []
+    if args.reuse is not None:
+        rows = [json.loads(line) for line in args.reuse.read_text().splitlines()
+                if json.loads(line)["batch_size"] not in batches]
     with open(args.out / "runs.jsonl", "w") as journal:
+        for row in rows:
+            journal.write(json.dumps(row) + "\n")
         for d, w, b, s in tqdm(cells, desc="spear table", unit="run"):
             row = run_cell(d, w, b, s)
             rows.append(row)
