@@ -21,6 +21,7 @@ from .outdir import write_json
 from .report.plots import save_image_grid, save_loss_plot
 from .data.schema import RECORD_KINDS, RecordSchema
 from .metrics.tabular import NULL_RECORD_METRICS, evaluate_records
+from .metrics.exact import certified_fraction, exact_fraction, row_max_error
 from .report.heatmaps import ordered, save_record_heatmaps
 
 
@@ -46,11 +47,14 @@ def _record_metrics(reconstruction: Reconstruction, truth: GroundTruth | None, *
     if truth is None:
         return {**NULL_RECORD_METRICS, "note": "no ground truth given: record and label metrics are unavailable"}
     raw = observation.data.get("schema")
-    return evaluate_records(
+    record = evaluate_records(
         reconstruction=reconstruction.inputs, truth=truth.inputs,
         schema=None if raw is None else RecordSchema.from_json(raw),
         recon_labels=reconstruction.labels, true_labels=truth.labels,
     )
+    record["exact_fraction"] = exact_fraction(
+        per_sample_max_error=row_max_error(reconstruction.inputs, truth.inputs, record["assignment"]))
+    return record
 
 
 def _record_pictures(directory: Path, *, metrics: dict[str, Any], reconstruction: Reconstruction,
@@ -74,6 +78,7 @@ def evaluate(reconstruction: Reconstruction, truth: GroundTruth | None, *, obser
         "iterations": reconstruction.iterations,
         "label_method": reconstruction.label_method,
         "ground_truth": truth is not None,
+        **_threat(reconstruction, observation),
     }
     kind = str(observation.data.get("kind", "image"))
     if kind in KIND_METRICS:
@@ -81,7 +86,7 @@ def evaluate(reconstruction: Reconstruction, truth: GroundTruth | None, *, obser
         return record
     if truth is None:
         record.update({"psnr": None, "ssim": None, "fsim": None, "mse": None, "lpips": None, "label_accuracy": None,
-                       "note": "no ground truth given: image and label metrics are unavailable"})
+                       "exact_fraction": None, "note": "no ground truth given: image and label metrics are unavailable"})
         return record
     lo, hi = float(observation.data.get("min", 0.0)), float(observation.data.get("max", 1.0))
     metrics = evaluate_images(
@@ -89,7 +94,18 @@ def evaluate(reconstruction: Reconstruction, truth: GroundTruth | None, *, obser
         recon_labels=reconstruction.labels, true_labels=truth.labels, data_range=hi - lo,
     )
     record.update(metrics)
+    record["exact_fraction"] = exact_fraction(per_sample_psnr=metrics["psnr_per_sample"])
     return record
+
+
+def _threat(reconstruction: Reconstruction, observation: Observation) -> dict[str, Any]:
+    """The run's assumptions (threat model, attacker knowledge) and the attack's own exactness claim."""
+    from .attacks import ATTACKS
+
+    cls = ATTACKS.get(reconstruction.attack) if reconstruction.attack in ATTACKS else None
+    return {"threat_model": getattr(cls, "threat_model", "honest"),
+            "attacker_knowledge": getattr(cls, "attacker_knowledge", None),
+            "certified_fraction": certified_fraction(reconstruction.certified, num_samples=observation.num_samples)}
 
 
 def write_attack_outputs(

@@ -39,6 +39,8 @@ class Reconstruction:
     seconds: float = 0.0
     iterations: int = 0  # optimisation iterations per restart
     notes: list[str] = field(default_factory=list)
+    # slots the attack itself vouches for as exact recoveries (attacker-computable; None = no claim)
+    certified: torch.Tensor | None = None
 
     @property
     def gradient_loss(self) -> float:
@@ -72,6 +74,8 @@ class Attack(ABC):
 
     Config: ClassVar[type]
     name: ClassVar[str]
+    threat_model: ClassVar[str] = "honest"  # "honest": the server sends the real model; "malicious": it crafts one
+    attacker_knowledge: ClassVar[str] = "architecture, weights and protocol of the round"  # recorded in metrics.json
 
     def __init__(self, config: Any) -> None:
         self.config = config
