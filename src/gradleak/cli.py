@@ -211,7 +211,8 @@ def cmd_attack(args: argparse.Namespace) -> None:
     with atomic_directory(args.out) as tmp:
         write_attack_outputs(tmp, config=config, metrics=metrics, reconstruction=reconstruction, truth=truth)
     keys = ("fmse", "similarity", "feature_accuracy") if "fmse" in metrics else ("psnr", "ssim", "mse")
-    shown = {k: metrics.get(k) for k in (*keys, "label_accuracy", "seconds")}
+    extra = ("exact_fraction", "certified_fraction") if metrics.get("certified_fraction") is not None else ()
+    shown = {k: metrics.get(k) for k in (*keys, "label_accuracy", *extra, "seconds")}
     print(" ".join(f"{k}={_fmt(v)}" for k, v in shown.items()) + f"  -> {args.out}")
 
 

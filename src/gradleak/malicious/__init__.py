@@ -9,8 +9,8 @@ The read-out of the update lives with the other attacks (:mod:`gradleak.attacks.
 """
 
 from .craft import STATISTICS, ImprintCraft, craft_imprint, imprint_crafter, thresholds
-# from .inspect import InspectConfig, InspectReport, inspect_state
-# from .modelfile import load_model_file, save_model_file
+from .inspect import InspectConfig, InspectReport, inspect_state
+from .modelfile import load_model_file, save_model_file
 
 __all__ = [
     "STATISTICS", "ImprintCraft", "InspectConfig", "InspectReport", "craft_imprint", "imprint_crafter",
