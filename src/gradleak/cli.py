@@ -275,14 +275,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with warnings.catch_warnings():  # library warnings become one plain line each
             warnings.showwarning = _note
-            args.func(args)
+            code = args.func(args)  # a command may return a non-zero status (e.g. inspect: 1 = alarm)
     except GradleakError as exc:
         print(f"gradleak: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("gradleak: interrupted", file=sys.stderr)
         return 130
-    return 0
+    return int(code or 0)
 
 
 if __name__ == "__main__":

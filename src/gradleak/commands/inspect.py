@@ -10,7 +10,6 @@ client should refuse to train on it), 2 for bad input. ``--out DIR`` also writes
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 
@@ -23,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_inspect)
 
 
-def cmd_inspect(args: argparse.Namespace) -> None:
+def cmd_inspect(args: argparse.Namespace) -> int:
     import json
 
     from ..malicious import inspect_state, load_model_file
@@ -42,5 +41,4 @@ def cmd_inspect(args: argparse.Namespace) -> None:
         print(f"{args.model_file}: {report.verdict}")
         for note in report.notes:
             print(f"  - {note}")
-    if report.alarm:
-        raise SystemExit(1)
+    return 1 if report.alarm else 0
