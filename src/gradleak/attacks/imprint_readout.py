@@ -65,8 +65,10 @@ def sample_factors(observation: Observation) -> list[float]:
     """How one sample's own bias gradient ``g`` enters the shared update (candidates, signed).
 
     fedsgd: ``1/N`` (mean loss; secure aggregation's mean over k clients of B keeps it 1/N).
-    fedavg: ``-lr * epochs / (b * k)`` for a local mini-batch of ``b`` (the last one may be
-    smaller) and k aggregated clients; approximate when the model moves between steps.
+    fedavg: ``-lr * e / (b * k)`` for a local mini-batch of ``b`` (the last one may be smaller),
+    k aggregated clients and ``e`` the epochs in which the sample still fired its rows: all of
+    them while the model barely moves, only the first when a local step rewrites the imprint rows
+    (their update dwarfs their small weights), so every ``e`` from 1 to the epochs is a candidate.
     """
     protocol, n = observation.protocol, observation.num_samples
     if protocol.update_kind == "gradient":
@@ -77,7 +79,7 @@ def sample_factors(observation: Observation) -> list[float]:
     per_client = max(n // clients, 1)
     size = min(protocol.local_batch_size or per_client, per_client)
     sizes = {size, per_client % size or size}
-    return [-protocol.lr * protocol.local_epochs / (b * clients) for b in sorted(sizes)]
+    return [-protocol.lr * e / (b * clients) for b in sorted(sizes) for e in range(1, protocol.local_epochs + 1)]
 
 
 def own_weights(model: ImprintModel, images: torch.Tensor, *, num_classes: int) -> torch.Tensor:
@@ -122,3 +124,16 @@ def check_bins(readings: list[BinReading], observation: Observation, model: Impr
         best = int(torch.argmin((counts - 1).abs()))
         r.count, r.label = float(counts.flatten()[best]), best % own.shape[1]
         r.single = r.in_range and r.in_bin and abs(r.count - 1) <= count_tol
+    _drop_repeats(readings, tol=range_tol * (hi - lo))
+
+
+def _drop_repeats(readings: list[BinReading], *, tol: float) -> None:
+    """A sample read out at two boundaries (rows that are not nested, e.g. perturbed) is one recovery."""
+    kept: list[torch.Tensor] = []
+    for r in readings:
+        if not r.single:
+            continue
+        if any(float((r.image - k).abs().max()) <= tol for k in kept):
+            r.single = False
+        else:
+            kept.append(r.image)
