@@ -129,6 +129,9 @@ PLANS.register("giml")(Plan(kind="generative", weight=12.0, options=_iterative("
 PLANS.register("hgap")(Plan(kind="hybrid", weight=1.2, options=_iterative("hgap"),
                             excluded=lambda s: _rgap_excluded(s) or _thorough_only("R-GAP and IG again, "
                                                                                    "merged per sample")(s)))
+PLANS.register("imprint")(Plan(kind="closed-form", weight=1.0, excluded=lambda _s: (
+    "needs a crafted model (malicious server): measured in the audit's malicious-server section, not on the "
+    "honest model")))
 PLANS.register("tabular")(Plan(kind="optimisation", weight=1.0, excluded=_records_only, options=_iterative("tabular")))
 
 

@@ -96,7 +96,7 @@ def _defense_actions(defenses: Sequence[dict[str, Any]], th: Thresholds) -> list
 def verdict(*, curve: Sequence[dict[str, Any]], worst: Sequence[dict[str, Any]] = (),
             labels: Sequence[dict[str, Any]], baseline: float | None,
             rank: dict[str, Any], defenses: Sequence[dict[str, Any]], dataset: str,
-            thresholds: Thresholds = Thresholds()) -> dict[str, Any]:
+            thresholds: Thresholds = Thresholds(), malicious: dict[str, Any] | None = None) -> dict[str, Any]:
     """``{"level", "title", "headline", "findings": [...], "actions": [...], "recommended_defense", "thresholds"}``."""
     th = thresholds
     first = curve[0] if curve else {}
@@ -118,9 +118,14 @@ def verdict(*, curve: Sequence[dict[str, Any]], worst: Sequence[dict[str, Any]] 
         findings.append(batch)
     if rank.get("status") == "ok":
         findings.append(f"Rank analysis of the model: {rank['verdict']}.")
+    from .malicious import malicious_findings  # the malicious-server section (None when not run)
+
+    bad_server, bad_server_actions = malicious_findings(malicious)
+    findings += bad_server
     actions: list[str] = []
     if level in ("high", "medium"):
         actions.append("Do not train on patient data with this configuration until a defense is in place.")
+    actions += bad_server_actions
     actions += _defense_actions(defenses, th)
     safe = _safe_batch(worst, th)
     if level in ("high", "medium") and safe is not None and safe > worst[0]["batch_size"]:

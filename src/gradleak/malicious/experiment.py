@@ -9,7 +9,7 @@ matching), the attacker's own ``certified_fraction``, the analytic expectation
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
@@ -33,6 +33,10 @@ class MaliciousRound:
     noise: float = 0.0  # relative noise the server adds to the imprint rows to hide them from inspect
     trained_steps: int = 0  # pre-training of the victim before crafting (disjoint data)
     seed: int = 0  # client batches and model init
+    model_options: dict[str, Any] = field(default_factory=dict)  # the victim's constructor options
+    image_size: int | None = None  # dataset default when None
+    grayscale: bool = False  # convert images to one channel
+    data_root: str | None = None  # where dataset files live (MedMNIST .npz)
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -68,7 +72,8 @@ def run_round(config: MaliciousRound, *, public: torch.Tensor, exclude: torch.Te
     defense = f"secagg:{config.clients}" if config.clients > 1 else None
     scenario = Scenario(dataset=config.dataset, model=config.model, batch_size=config.batch_size,
                         protocol=config.protocol, seed=config.seed, defense=defense,
-                        trained_steps=config.trained_steps)
+                        trained_steps=config.trained_steps, model_options=dict(config.model_options),
+                        image_size=config.image_size, grayscale=config.grayscale, data_root=config.data_root)
     craft = _noisy(imprint_crafter(public, config.craft), config.noise, config.seed)
     observation, truth = simulate(scenario, exclude=exclude, craft=craft)
     attack = create_attack("imprint", bins=config.craft.bins, statistic=config.craft.statistic)
@@ -83,7 +88,3 @@ def run_round(config: MaliciousRound, *, public: torch.Tensor, exclude: torch.Te
             "expected_alone": expected_alone(samples=n, bins=config.craft.bins), "attack_seconds": seconds,
             "inspect_alarm": report.alarm, "notes": reconstruction.notes, "_truth": truth.inputs,
             "_reconstruction": reconstruction.inputs[torch.as_tensor(metrics["assignment"])]}
-
-
-def with_protocol(config: MaliciousRound, protocol: Protocol) -> MaliciousRound:
-    return replace(config, protocol=protocol)
