@@ -215,8 +215,8 @@ def test_malicious_server_section_and_its_verdict(tiny_audit):
     assert any("Malicious server" in f for f in result["verdict"]["findings"])
     html = (out / "report.html").read_text()
     assert "Malicious server (crafted model)" in html and (out / "malicious_reconstructions.png").stat().st_size > 0
-    skipped = {e["attack"]: e["skipped"] for e in result["battery"]}
-    assert "malicious" in skipped["imprint"]
+    setup = Setup(spec=None, protocol=None, data_kind="image", prior=None, budget=get_budget("quick"))
+    assert "malicious" in PLANS.get("imprint").excluded(setup)  # never run on the honest model
 
 
 def test_malicious_findings_without_the_section():
