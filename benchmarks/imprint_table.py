@@ -157,8 +157,8 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args()
     args.seeds = 1 if args.quick else 3
-    args.clients = (1, 8) if args.quick else (1, 8, 32)
-    args.batch = (8,) if args.quick else (8, 16)
+    args.clients = (1, 8) if args.quick else (1, 4, 8, 32)
+    args.batch = (8,)
     args.bins = (1024,) if args.quick else (256, 1024)
     args.noise = (0.1, 0.5) if args.quick else (0.1, 0.3, 0.5, 1.0, 2.0)
     torch.set_num_threads(1)

@@ -111,3 +111,12 @@ def test_cli_attack_records_threat_model_and_exact_fraction(tmp_path, capsys):
     assert "exact_fraction=" in capsys.readouterr().out
     config = json.loads((out / "config.json").read_text())
     assert "attacker's split" in config["client_pool"]
+
+
+def test_exact_matched_counts_one_to_one_exact_pairs():
+    from gradleak.metrics.exact import exact_matched
+
+    truth = torch.rand(3, 1, 4, 4, generator=torch.Generator().manual_seed(0))
+    recon = torch.stack([truth[1], truth[1], (truth[0] + truth[2]) / 2])  # truth 1 twice: counts once
+    assert exact_matched(recon, truth, data_range=1.0) == pytest.approx(1 / 3)
+    assert exact_matched(truth.flatten(1) + 5e-5, truth.flatten(1), data_range=None) == 1.0

@@ -21,7 +21,7 @@ from .outdir import write_json
 from .report.plots import save_image_grid, save_loss_plot
 from .data.schema import RECORD_KINDS, RecordSchema
 from .metrics.tabular import NULL_RECORD_METRICS, evaluate_records
-from .metrics.exact import certified_fraction, exact_fraction, row_max_error
+from .metrics.exact import certified_fraction, exact_matched
 from .report.heatmaps import ordered, save_record_heatmaps
 
 
@@ -52,8 +52,7 @@ def _record_metrics(reconstruction: Reconstruction, truth: GroundTruth | None, *
         schema=None if raw is None else RecordSchema.from_json(raw),
         recon_labels=reconstruction.labels, true_labels=truth.labels,
     )
-    record["exact_fraction"] = exact_fraction(
-        per_sample_max_error=row_max_error(reconstruction.inputs, truth.inputs, record["assignment"]))
+    record["exact_fraction"] = exact_matched(reconstruction.inputs, truth.inputs, data_range=None)
     return record
 
 
@@ -94,7 +93,8 @@ def evaluate(reconstruction: Reconstruction, truth: GroundTruth | None, *, obser
         recon_labels=reconstruction.labels, true_labels=truth.labels, data_range=hi - lo,
     )
     record.update(metrics)
-    record["exact_fraction"] = exact_fraction(per_sample_psnr=metrics["psnr_per_sample"])
+    record["exact_fraction"] = exact_matched(reconstruction.inputs.clamp(lo, hi) - lo, truth.inputs - lo,
+                                             data_range=hi - lo)
     return record
 
 
