@@ -37,12 +37,21 @@ def test_benign_models_raise_no_alarm(name):
     assert not inspect_state(model.state_dict()).alarm
 
 
-@pytest.mark.parametrize("noise", [0.0, 0.1, 0.3])
+@pytest.mark.parametrize("noise", [0.0, 0.1, 0.3, 0.5, 1.0])
 def test_crafted_models_are_refused_even_with_perturbed_rows(noise):
     spec, crafted = _crafted(noise)
     report = inspect_state(crafted.state_dict(), spec=spec)
     assert report.alarm and report.layers[0].name == "imprint.weight"
-    assert report.layers[0].ladder == 256  # one threshold per bin
+    if noise <= 0.3:  # rows still within |cos| 0.9 of one direction: one threshold per bin
+        assert report.layers[0].ladder == 256
+    else:  # caught by the energy of the dominant direction alone, 1 / (1 + noise^2)
+        assert report.layers[0].rank_one_share == pytest.approx(1 / (1 + noise ** 2), abs=0.05)
+
+
+def test_heavily_perturbed_rows_are_not_caught():
+    """Honest limit: at relative noise 2 the rows no longer look alike (docs/malicious.md)."""
+    spec, crafted = _crafted(2.0)
+    assert not inspect_state(crafted.state_dict(), spec=spec).alarm
 
 
 def test_cli_inspect_exit_codes_and_json(tmp_path, capsys):

@@ -8,6 +8,7 @@ with at least ``min_rows`` rows (convolutions flattened to one row per output ch
   (one rank-1 SVD); an alarm needs ``min_rows`` of them and ``share`` of the layer;
 * ``rank_one_share``: the dominant direction's share of the layer's energy (s1^2 / sum s^2):
   random or trained layers spread it, an imprint layer puts nearly all of it in one direction;
+  at ``energy`` or above it alarms on its own (rows perturbed to defeat the cosine test);
 * ``ladder``: among the parallel rows, how many distinct thresholds ``-b_i / |w_i|`` the biases
   place (an imprint layer's are all distinct: one per bin);
 * ``width``: rows per input entry (an imprint layer on a 2,352-pixel image has 1,024 rows).
@@ -38,6 +39,9 @@ class InspectConfig:
     min_rows: int = 16  # layers with fewer rows are not examined; an alarm needs this many parallel rows
     cosine: float = 0.9  # |cos| to the dominant direction at which a row counts as a copy of it
     share: float = 0.25  # ... and at least this share of the layer's rows must be copies
+    # or: the dominant direction holds this share of the layer's energy (rows hidden under noise;
+    # benign layers measured at most 0.121, an imprint layer with relative row noise s holds 1/(1+s^2))
+    energy: float = 0.3
 
 
 @dataclass
@@ -91,8 +95,9 @@ def examine_layer(name: str, weight: torch.Tensor, bias: torch.Tensor | None, co
         t = (-bias[parallel] / (w[parallel] @ direction)).sort().values
         spread = float(t[-1] - t[0]) or 1.0
         ladder = 1 + int((t.diff() > 1e-9 * spread).sum())
-    alarm = count >= max(config.min_rows, config.share * rows)
-    return LayerFinding(name, rows, inputs, count, float(s[0] ** 2) / total, ladder, alarm)
+    share = float(s[0] ** 2) / total
+    alarm = count >= max(config.min_rows, config.share * rows) or share >= config.energy
+    return LayerFinding(name, rows, inputs, count, share, ladder, alarm)
 
 
 def inspect_state(state: dict[str, torch.Tensor], *, spec: ModelSpec | None = None,
@@ -114,6 +119,7 @@ def inspect_state(state: dict[str, torch.Tensor], *, spec: ModelSpec | None = No
     flagged = [f for f in findings if f.alarm]
     for f in flagged:
         notes.append(f"{f.name}: {f.parallel} of {f.rows} rows are copies of one direction (|cos| >= {config.cosine}), "
+                     f"which holds {f.rank_one_share:.0%} of the layer's energy, "
                      f"{f.ladder} distinct bias thresholds, {f.rows / f.inputs:.2f} rows per input entry: "
                      "an imprint block (a malicious server can read samples out of the update)")
     notes.append(f"{len(findings)} layer(s) with >= {config.min_rows} rows examined")
