@@ -233,3 +233,29 @@ def test_audit_says_where_exact_recovery_stops(tmp_path):
     assert result["rank"]["disaggregation"]["layer"] == "body.0"
     html = (out / "report.html").read_text()
     assert "exact / certified" in html and "Batches (SPEAR-style exact disaggregation)" in html
+
+
+def test_malicious_server_section_and_its_verdict(tiny_audit):
+    """By default the audit also measures a crafted model, with and without secure aggregation of 8 clients."""
+    out, result = tiny_audit
+    stage = result["malicious"]
+    assert [(r["batch_size"], r["clients"]) for r in stage["rows"]] == [(1, 1), (1, 8), (2, 1), (2, 8)]
+    assert all(r["inspect_refuses"] for r in stage["rows"]) and stage["audited_model_inspect"] == "no finding"
+    assert min(r["exact_fraction"] for r in stage["rows"]) >= 0.5  # a handful of samples in 1024 bins
+    assert any("Secure aggregation alone is no protection" in a for a in result["verdict"]["actions"])
+    assert any("Malicious server" in f for f in result["verdict"]["findings"])
+    html = (out / "report.html").read_text()
+    assert "Malicious server (crafted model)" in html and (out / "malicious_reconstructions.png").stat().st_size > 0
+    setup = Setup(spec=None, protocol=None, data_kind="image", prior=None, budget=get_budget("quick"))
+    assert "malicious" in PLANS.get("imprint").excluded(setup)  # never run on the honest model
+
+
+def test_malicious_findings_without_the_section():
+    from gradleak.audit.malicious import malicious_findings
+
+    assert malicious_findings(None) == ([], [])
+    stage = {"bins": 1024, "clients": 8, "audited_model_inspect": "no finding", "rows": [
+        {"batch_size": 4, "clients": 1, "samples": 4, "exact_fraction": 1.0, "inspect_refuses": True},
+        {"batch_size": 4, "clients": 8, "samples": 32, "exact_fraction": 0.9, "inspect_refuses": True}]}
+    findings, actions = malicious_findings(stage)
+    assert "90% of 32" in findings[0] and "gradleak inspect" in actions[0] and "refused every" in actions[0]

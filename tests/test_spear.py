@@ -71,7 +71,7 @@ def _observation(**kw):
 def test_attack_recovers_and_certifies_histology_batch():
     observation, truth = _observation()
     rec = create_attack("spear").run(observation)
-    assert rec.certified == [True] * 8
+    assert rec.certified.tolist() == [True] * 8
     err = torch.cdist(truth.inputs.flatten(1).double(), rec.inputs.flatten(1).double()).min(1).values
     assert float(err.max()) < 1e-4
     assert rec.label_method == "spear-head"

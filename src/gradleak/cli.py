@@ -96,10 +96,11 @@ def _scenario(args: argparse.Namespace):
     )
 
 
-def _simulate(args: argparse.Namespace, *, exclude: Any = None):
+def _simulate(args: argparse.Namespace, *, exclude: Any = None, craft: Any = None):
     """Simulate the scenario, with a progress bar while the global model is pre-trained.
 
-    ``exclude``: dataset indices the client never holds (the attacker's own split).
+    ``exclude``: dataset indices the client never holds (the attacker's own split);
+    ``craft``: a malicious server's crafting of the model it sends (see scenario.simulate).
     """
     from tqdm import tqdm
 
@@ -108,7 +109,7 @@ def _simulate(args: argparse.Namespace, *, exclude: Any = None):
     scenario = _scenario(args)
     with tqdm(total=scenario.trained_steps, desc="pre-training", unit="step", file=sys.stderr,
               disable=args.quiet or scenario.trained_steps == 0, leave=False) as bar:
-        observation, truth = simulate(scenario, progress=bar.update, exclude=exclude)
+        observation, truth = simulate(scenario, progress=bar.update, exclude=exclude, craft=craft)
     return scenario, observation, truth
 
 
@@ -194,21 +195,24 @@ def cmd_attack(args: argparse.Namespace) -> None:
             raise GradleakError("give --dataset and --model (or --observation DIR)")
         if args.ground_truth:
             raise GradleakError("--ground-truth only applies with --observation")
-        exclude = None
+        exclude, craft = None, None
         if args.attacker_split or getattr(attack, "uses_attacker_data", False):
             from .priors import attacker_data
 
             split = attacker_data(args.dataset, data_root=args.data_root, image_size=args.image_size,
                                   grayscale=args.grayscale)
             exclude, config["client_pool"] = split.client_exclusion, f"disjoint from the attacker's split: {split.rule}"
-        scenario, observation, truth = _simulate(args, exclude=exclude)
+            if hasattr(attack, "crafter"):  # a malicious server crafts the model from its own split
+                craft = attack.crafter(split.data.inputs)
+        scenario, observation, truth = _simulate(args, exclude=exclude, craft=craft)
         config["scenario"] = scenario.to_json()
     reconstruction = run_attack(observation, attack=attack, seed=args.seed, device=device, show_progress=not args.quiet)
     metrics = evaluate(reconstruction, truth, observation=observation)
     with atomic_directory(args.out) as tmp:
         write_attack_outputs(tmp, config=config, metrics=metrics, reconstruction=reconstruction, truth=truth)
     keys = ("fmse", "similarity", "feature_accuracy") if "fmse" in metrics else ("psnr", "ssim", "mse")
-    shown = {k: metrics.get(k) for k in (*keys, "label_accuracy", "seconds")}
+    extra = ("exact_fraction", "certified_fraction") if metrics.get("certified_fraction") is not None else ()
+    shown = {k: metrics.get(k) for k in (*keys, "label_accuracy", *extra, "seconds")}
     print(" ".join(f"{k}={_fmt(v)}" for k, v in shown.items()) + f"  -> {args.out}")
 
 
@@ -271,14 +275,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with warnings.catch_warnings():  # library warnings become one plain line each
             warnings.showwarning = _note
-            args.func(args)
+            code = args.func(args)  # a command may return a non-zero status (e.g. inspect: 1 = alarm)
     except GradleakError as exc:
         print(f"gradleak: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("gradleak: interrupted", file=sys.stderr)
         return 130
-    return 0
+    return int(code or 0)
 
 
 if __name__ == "__main__":

@@ -16,12 +16,12 @@ from tqdm import tqdm
 
 from .attacks import Attack, Reconstruction
 from .metrics import evaluate_images
-from .metrics.exact import certified_fraction, exact_fraction
 from .observation import GroundTruth, Observation
 from .outdir import write_json
 from .report.plots import save_image_grid, save_loss_plot
 from .data.schema import RECORD_KINDS, RecordSchema
 from .metrics.tabular import NULL_RECORD_METRICS, evaluate_records
+from .metrics.exact import certified_fraction, exact_matched
 from .report.heatmaps import ordered, save_record_heatmaps
 
 
@@ -47,11 +47,13 @@ def _record_metrics(reconstruction: Reconstruction, truth: GroundTruth | None, *
     if truth is None:
         return {**NULL_RECORD_METRICS, "note": "no ground truth given: record and label metrics are unavailable"}
     raw = observation.data.get("schema")
-    return evaluate_records(
+    record = evaluate_records(
         reconstruction=reconstruction.inputs, truth=truth.inputs,
         schema=None if raw is None else RecordSchema.from_json(raw),
         recon_labels=reconstruction.labels, true_labels=truth.labels,
     )
+    record["exact_fraction"] = exact_matched(reconstruction.inputs, truth.inputs, data_range=None)
+    return record
 
 
 def _record_pictures(directory: Path, *, metrics: dict[str, Any], reconstruction: Reconstruction,
@@ -75,18 +77,15 @@ def evaluate(reconstruction: Reconstruction, truth: GroundTruth | None, *, obser
         "iterations": reconstruction.iterations,
         "label_method": reconstruction.label_method,
         "ground_truth": truth is not None,
+        **_threat(reconstruction, observation),
     }
-    if reconstruction.certified is not None:
-        record["certified_fraction"] = certified_fraction(reconstruction.certified)
     kind = str(observation.data.get("kind", "image"))
     if kind in KIND_METRICS:
         record.update({"data_kind": kind, **KIND_METRICS[kind](reconstruction, truth, observation=observation)})
-        if truth is not None and "per_sample_fmse" in record:
-            record["exact_fraction"] = exact_fraction(per_sample_mse=record["per_sample_fmse"])
         return record
     if truth is None:
         record.update({"psnr": None, "ssim": None, "fsim": None, "mse": None, "lpips": None, "label_accuracy": None,
-                       "note": "no ground truth given: image and label metrics are unavailable"})
+                       "exact_fraction": None, "note": "no ground truth given: image and label metrics are unavailable"})
         return record
     lo, hi = float(observation.data.get("min", 0.0)), float(observation.data.get("max", 1.0))
     metrics = evaluate_images(
@@ -94,8 +93,19 @@ def evaluate(reconstruction: Reconstruction, truth: GroundTruth | None, *, obser
         recon_labels=reconstruction.labels, true_labels=truth.labels, data_range=hi - lo,
     )
     record.update(metrics)
-    record["exact_fraction"] = exact_fraction(per_sample_psnr=metrics["psnr_per_sample"])
+    record["exact_fraction"] = exact_matched(reconstruction.inputs.clamp(lo, hi) - lo, truth.inputs - lo,
+                                             data_range=hi - lo)
     return record
+
+
+def _threat(reconstruction: Reconstruction, observation: Observation) -> dict[str, Any]:
+    """The run's assumptions (threat model, attacker knowledge) and the attack's own exactness claim."""
+    from .attacks import ATTACKS
+
+    cls = ATTACKS.get(reconstruction.attack) if reconstruction.attack in ATTACKS else None
+    return {"threat_model": getattr(cls, "threat_model", "honest"),
+            "attacker_knowledge": getattr(cls, "attacker_knowledge", None),
+            "certified_fraction": certified_fraction(reconstruction.certified, num_samples=observation.num_samples)}
 
 
 def write_attack_outputs(

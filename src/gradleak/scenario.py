@@ -52,13 +52,16 @@ class Scenario:
 
 def simulate(
     scenario: Scenario, *, progress: Callable[[int], None] = lambda _n: None,
-    exclude: torch.Tensor | None = None,
+    exclude: torch.Tensor | None = None, craft: Callable[[ModelSpec, Any], tuple[ModelSpec, Any]] | None = None,
 ) -> tuple[Observation, GroundTruth]:
     """Run the client's round; returns (what the server sees, the private batch).
 
     ``progress`` is called once per pre-training step (``scenario.trained_steps`` in all).
     ``exclude``: dataset indices the client never holds (the attacker's own public data, see
     :mod:`gradleak.priors.data`); the batch is drawn from the rest, indices stay dataset-wide.
+    ``craft``: a malicious server's ``(spec, model) -> (spec, model)`` applied to the global model
+    (after any pre-training) before it is sent; the client trains on whatever it receives
+    (:mod:`gradleak.malicious`).
     """
     defense = None
     if scenario.defense is not None:  # may change batch size, protocol and model (see Defense)
@@ -90,6 +93,8 @@ def simulate(
     if scenario.trained_steps > 0:
         pretrain(model, data=data.without(indices), steps=scenario.trained_steps, generator=generator,
                  progress=progress)
+    if craft is not None:
+        spec, model = craft(spec, model)
     model.train(scenario.train_mode)
     state = {k: v.detach().clone() for k, v in model.named_parameters()}
     buffers = {k: v.detach().clone() for k, v in model.named_buffers()}

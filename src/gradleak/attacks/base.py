@@ -39,8 +39,8 @@ class Reconstruction:
     seconds: float = 0.0
     iterations: int = 0  # optimisation iterations per restart
     notes: list[str] = field(default_factory=list)
-    # per sample: the attacker's own certificate that it is exact (closed-form attacks), or None
-    certified: list[bool] | None = None
+    # slots the attack itself vouches for as exact recoveries (attacker-computable; None = no claim)
+    certified: torch.Tensor | None = None
 
     @property
     def gradient_loss(self) -> float:
@@ -58,7 +58,6 @@ class Reconstruction:
             "seconds": self.seconds,
             "iterations": self.iterations,
             "notes": self.notes,
-            "certified": self.certified,
         }
 
     def save(self, directory: str | Path) -> None:
@@ -75,6 +74,8 @@ class Attack(ABC):
 
     Config: ClassVar[type]
     name: ClassVar[str]
+    threat_model: ClassVar[str] = "honest"  # "honest": the server sends the real model; "malicious": it crafts one
+    attacker_knowledge: ClassVar[str] = "architecture, weights and protocol of the round"  # recorded in metrics.json
 
     def __init__(self, config: Any) -> None:
         self.config = config

@@ -146,6 +146,9 @@ PLANS.register("hgap")(Plan(kind="hybrid", weight=1.2, options=_iterative("hgap"
                             excluded=lambda s: _rgap_excluded(s) or _thorough_only("R-GAP and IG again, "
                                                                                    "merged per sample")(s)))
 PLANS.register("spear")(Plan(kind="closed-form", weight=50.0, excluded=_spear_excluded))
+PLANS.register("imprint")(Plan(kind="closed-form", weight=1.0, excluded=lambda _s: (
+    "needs a crafted model (malicious server): measured in the audit's malicious-server section, not on the "
+    "honest model")))
 PLANS.register("tabular")(Plan(kind="optimisation", weight=1.0, excluded=_records_only, options=_iterative("tabular")))
 
 

@@ -25,7 +25,8 @@ def _pct(value: float | None) -> str:
 THREAT_MODEL = [
     "Who attacks: whoever can read an individual client's update - the aggregation server, its operator, "
     "or an intruder on it. It is honest-but-curious: it runs the protocol as agreed and does not tamper "
-    "with the model it sends (a malicious server that crafts weights is stronger than what is tested here).",
+    "with the model it sends. A malicious server that crafts the model it sends is stronger: it is measured "
+    "separately, in the section 'Malicious server' (unless the audit ran with --threat honest).",
     "What it knows: the model architecture and the global weights of the round (it sent them), the training "
     "protocol (one gradient, or local steps with their learning rate), how many samples the update covers, "
     "and the data's format (image size, value range). Labels only if the clients share them.",
@@ -113,7 +114,7 @@ def _defense_pictures(tmp: Path, sweep: DefenseSweep, rows: list[dict[str, Any]]
 
 
 def write_report(tmp: Path, *, result: dict[str, Any], pictures: dict[int, dict[str, torch.Tensor]],
-                 sweep: DefenseSweep | None) -> None:
+                 sweep: DefenseSweep | None, malicious_picture: dict[str, torch.Tensor] | None = None) -> None:
     """Write the PNGs and ``report.html`` (images embedded as data URIs) into ``tmp``."""
     s, v = result["settings"], result["verdict"]
     page = HtmlReport(f"gradleak audit: {s['dataset']} / {s['model']}")
@@ -124,7 +125,8 @@ def write_report(tmp: Path, *, result: dict[str, Any], pictures: dict[int, dict[
     page.verdict(v["level"], v["headline"], v["findings"], title=v["title"], actions=v["actions"])
     sections = [("setup", "Setup"), ("threat", "Threat model"), ("pictures", "Reconstructions"),
                 ("batch", "Batch size"), ("attacks", "Attacks"), ("labels", "Labels"), ("rank", "Model structure"),
-                ("defenses", "Defenses"), ("glossary", "How to read"), ("repro", "Reproducibility")]
+                ("defenses", "Defenses"), ("malicious", "Malicious server"), ("glossary", "How to read"),
+                ("repro", "Reproducibility")]
     page.contents(sections)
 
     page.heading("What was audited", anchor="setup")
@@ -234,6 +236,14 @@ def write_report(tmp: Path, *, result: dict[str, Any], pictures: dict[int, dict[
         page.paragraph("No defense sweep was requested (--defenses none given).", css="muted")
     else:
         _defense_section(page, tmp, result, sweep)
+
+    page.heading("Malicious server (crafted model)", anchor="malicious")
+    if result.get("malicious"):
+        from .malicious_page import malicious_section
+
+        malicious_section(page, tmp, result["malicious"], malicious_picture)
+    else:
+        page.paragraph("Not measured (--threat honest).", css="muted")
 
     page.heading("How to read this report", anchor="glossary")
     page.definitions(GLOSSARY)

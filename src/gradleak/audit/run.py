@@ -33,6 +33,7 @@ from .settings import SMALL_MODEL, AuditSettings
 from .structure import rank_stage
 from .verdict import verdict
 
+THREATS = ("honest", "malicious")  # audit threat models: malicious adds the crafted-model section
 SIMULATION_UNITS = 5.0  # progress units per simulated client round (the first one also loads data)
 
 
@@ -61,6 +62,8 @@ def check(settings: AuditSettings) -> tuple[Any, ModelSpec, list[Entry], list[st
         raise GradleakError(f"--seeds must be >= 1, got {settings.seeds}")
     if settings.threads is not None and settings.threads < 1:
         raise GradleakError(f"--threads must be >= 1, got {settings.threads}")
+    if settings.threat not in THREATS:
+        raise GradleakError(f"unknown threat {settings.threat!r}; choose one of: {', '.join(THREATS)}")
     if settings.trained_steps < 0:
         raise GradleakError(f"--trained-steps must be >= 0, got {settings.trained_steps}")
     data = load_dataset(settings.dataset, data_root=settings.data_root, image_size=settings.image_size,
@@ -158,13 +161,24 @@ def run_audit(settings: AuditSettings, *, out: str | Path, show_progress: bool =
                 sweep = defense_stage(settings, specs, attacks=chosen, progress=progress)
                 timings["defenses"] = time.perf_counter() - clock
             defense_rows = with_cost(sweep.rows) if sweep else []
+            malicious = None
+            if settings.threat == "malicious":
+                clock = time.perf_counter()
+                from .malicious import malicious_stage
+
+                with progress.task("malicious", "crafted model (imprint), with and without secure aggregation",
+                                   units=0):
+                    malicious = malicious_stage(settings, spec, sizes=sizes)
+                timings["malicious"] = time.perf_counter() - clock
+            malicious_picture = malicious.pop("_picture") if malicious else None
             result = {
                 "command": "audit", "version": __version__, "argv": list(command or []),
                 "settings": settings.to_json(), "budget": dataclasses.asdict(settings.plan),
                 "model": spec.to_json(), "dataset": {"name": data.name, "source": data.source, "samples": len(data),
                                                      "shape": list(data.input_shape), "classes": list(data.class_names)},
                 "verdict": verdict(curve=curve, worst=bound, labels=labels, baseline=baseline, rank=rank,
-                                   defenses=defense_rows, dataset=settings.dataset, summary=summary),
+                                   defenses=defense_rows, dataset=settings.dataset, malicious=malicious,
+                                   summary=summary),
                 "rank": rank, "labels": labels, "battery": [e.to_json() for e in entries],
                 "attacks": {"records": attacks.records, "summary": summary, "attacker_choice": curve,
                             "worst_case": bound},
@@ -172,13 +186,14 @@ def run_audit(settings: AuditSettings, *, out: str | Path, show_progress: bool =
                 "defenses": None if sweep is None else {"attacks": list(sweep.attacks), "rows": defense_rows,
                                                         "config": sweep.config,
                                                         "reference_accuracy": sweep.reference_accuracy},
-                "timings": timings, "environment": _environment(),
+                "malicious": malicious, "timings": timings, "environment": _environment(),
             }
             from .page import write_report
 
             with progress.task("report", "pictures and report.html", units=0):
                 result["timings"]["total"] = time.perf_counter() - started
-                write_report(tmp, result=result, pictures=attacks.pictures, sweep=sweep)
+                write_report(tmp, result=result, pictures=attacks.pictures, sweep=sweep,
+                             malicious_picture=malicious_picture)
                 write_json(tmp / "results.json", result)
     finally:
         progress.close()

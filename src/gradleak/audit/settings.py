@@ -34,6 +34,8 @@ class AuditSettings:
     defenses: list[str] | None = None  # defense sweep specs; None = the budget's; [] = no defense sweep
     prior: str | None = None  # generator prior directory: adds the generative attacks (giz, gias)
     seed: int = 0  # first seed; seed k of a setting uses seed + k
+    # "malicious": also measure a server that crafts the model (imprint block; seconds); "honest": skip it
+    threat: str = "malicious"
     device: str = "cpu"  # where attacks run
     # torch CPU threads; None = 1 for models under SMALL_MODEL parameters (their ops are too small
     # to gain from threads, and idle-spinning threads collapse on a shared machine), torch's default otherwise

@@ -144,7 +144,8 @@ def _pct_or_na(value: float | None) -> str:
 def verdict(*, curve: Sequence[dict[str, Any]], worst: Sequence[dict[str, Any]] = (),
             labels: Sequence[dict[str, Any]], baseline: float | None,
             rank: dict[str, Any], defenses: Sequence[dict[str, Any]], dataset: str,
-            thresholds: Thresholds = Thresholds(), summary: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
+            thresholds: Thresholds = Thresholds(), malicious: dict[str, Any] | None = None,
+            summary: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
     """``{"level", "title", "headline", "findings": [...], "actions": [...], "recommended_defense", "thresholds"}``."""
     th = thresholds
     first = curve[0] if curve else {}
@@ -169,11 +170,16 @@ def verdict(*, curve: Sequence[dict[str, Any]], worst: Sequence[dict[str, Any]] 
     exact = exact_recovery(summary, rank)
     if exact:
         findings.append(exact[0])
+    from .malicious import malicious_findings  # the malicious-server section (None when not run)
+
+    bad_server, bad_server_actions = malicious_findings(malicious)
+    findings += bad_server
     actions: list[str] = []
     if level in ("high", "medium"):
         actions.append("Do not train on patient data with this configuration until a defense is in place.")
     if exact and exact[1]:
         actions.append(exact[1])
+    actions += bad_server_actions
     actions += _defense_actions(defenses, th)
     safe = _safe_batch(worst, th)
     if level in ("high", "medium") and safe is not None and safe > worst[0]["batch_size"]:

@@ -45,6 +45,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     a.add_argument("--defenses", nargs="+", default=None, metavar="SPEC",
                    help="defense specs to sweep (default: the budget's; 'none', the reference row, is added); 'none' alone skips the sweep")
     a.add_argument("--prior", type=Path, default=None, help="generator prior directory: adds giz/gias (`gradleak prior train`)")
+    a.add_argument("--threat", default="malicious", choices=["honest", "malicious"],
+                   help="malicious (default): also measure a server that crafts the model it sends (imprint block, "
+                        "with and without secure aggregation; seconds); honest: skip that section")
     a.add_argument("--seed", type=int, default=0, help="first seed (default 0)")
     a.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     a.add_argument("--threads", type=int, default=None,
@@ -105,7 +108,7 @@ def cmd_audit(args: argparse.Namespace) -> None:
         trained_steps=args.trained_steps, train_mode=args.train_mode, share_labels=args.share_labels,
         image_size=args.image_size, grayscale=args.grayscale, data_root=args.data_root,
         model_options=_key_values(args.model_option, flag="--model-option"), attacks=args.attacks,
-        defenses=defenses, prior=None if args.prior is None else str(args.prior), seed=args.seed,
+        defenses=defenses, prior=None if args.prior is None else str(args.prior), seed=args.seed, threat=args.threat,
         device=_check_device(args.device), threads=args.threads,
     )
     signal.signal(signal.SIGTERM, _interrupt)  # a killed audit still removes its temporary directory

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from . import convnet, lenet, mlp, resnet, rgap_nets, tabular  # noqa: F401  (register the models)
 from . import latent  # noqa: F401  (wrapper used by the latent perturbation defense; after its bases)
+from . import imprint  # noqa: F401  (malicious server's crafted wrapper, see gradleak.malicious; after its bases)
 from .activations import ACTIVATIONS
 from .base import ModelSpec, classifier_layer, count_parameters
 from .catalog import MODELS, build_model, complete_options, complete_spec, create_model, list_models

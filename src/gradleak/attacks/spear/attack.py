@@ -119,5 +119,5 @@ class SPEAR(Attack):
             restart_traces=[[cert.weight_residual]],
             iterations=1,
             notes=notes,
-            certified=certified,
+            certified=torch.tensor(certified, dtype=torch.bool),
         )
