@@ -1,8 +1,8 @@
 """SPEAR table (issue #16): exact recovery against batch size, layer width and data set.
 
 Per data set (histology images, ihm-synthetic records) x first-layer width (256, 1000) x batch
-size (2..64) x seed: the share of the batch recovered exactly (PSNR >= 60 dB, records: MSE <=
-1e-6, after Hungarian matching), the share the attacker certified itself, certified-but-wrong
+size (2..64) x seed: the share of the batch recovered exactly (``gradleak.metrics.exact``: PSNR >= 60 dB,
+records: max abs error <= 1e-4), the share the attacker certified itself, certified-but-wrong
 samples (must be 0), label accuracy, seconds of the attack, and how many samples peeling vs
 SPEAR sampling found. Beside each cell: the architecture-only prediction of
 ``gradleak.analysis.disaggregation`` (independent-activation model) for that width.
@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from gradleak.analysis.disaggregation import disaggregation_analysis
 from gradleak.attacks import create_attack
-from gradleak.observation import GroundTruth, Observation
+from gradleak.metrics.exact import EXACT_MAX_ERROR, EXACT_PSNR_DB, row_max_error
 from gradleak.runner import evaluate
 from gradleak.scenario import Scenario, simulate
 from gradleak.sweep.aggregate import mean_std
@@ -47,7 +47,7 @@ def run_cell(dataset: str, width: int, batch: int, seed: int) -> dict:
     rec = create_attack("spear").run(observation, generator=torch.Generator().manual_seed(seed))
     cpu = time.process_time() - start
     metrics = evaluate(rec, truth, observation=observation)
-    exact = _exact_per_sample(metrics)
+    exact = _exact_per_sample(metrics, rec, truth)
     assignment = metrics["assignment"]  # truth i <- reconstruction assignment[i]
     certified_wrong = sum(1 for i, j in enumerate(assignment) if rec.certified[j] and not exact[i])
     by = {"ratio": 0, "sampling": 0}
@@ -62,10 +62,11 @@ def run_cell(dataset: str, width: int, batch: int, seed: int) -> dict:
             "found_by_peeling": by["ratio"], "found_by_sampling": by["sampling"]}
 
 
-def _exact_per_sample(metrics: dict) -> list[bool]:
+def _exact_per_sample(metrics: dict, rec, truth) -> list[bool]:
+    """The same per-sample test as ``metrics.exact`` (images: PSNR; records: max abs error)."""
     if "psnr_per_sample" in metrics:
-        return [v >= 60.0 for v in metrics["psnr_per_sample"]]
-    return [v <= 1e-6 for v in metrics["per_sample_fmse"]]
+        return [v >= EXACT_PSNR_DB for v in metrics["psnr_per_sample"]]
+    return [v <= EXACT_MAX_ERROR for v in row_max_error(rec.inputs, truth.inputs, metrics["assignment"])]
 
 
 def predictions(dataset: str, width: int) -> dict:

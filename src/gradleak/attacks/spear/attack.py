@@ -101,6 +101,7 @@ class SPEAR(Attack):
             f"layer {target.name} ({layer.weight.shape[0]} units): update rank {outcome.rank} of batch {b}, "
             f"noise floor {outcome.noise:.2e}",
             *outcome.rounds,
+            f"SPEAR sub-matrices drawn: {outcome.sampled}",
             f"recovered {found} of {b}, certified {sum(certified)}; batch reproduces the layer's gradients: "
             f"{cert.reproduces} (relative residuals {cert.weight_residual:.1e} / {cert.bias_residual:.1e}, "
             f"tolerance {cert.tolerance:.1e})",

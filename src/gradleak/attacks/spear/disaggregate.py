@@ -58,9 +58,6 @@ class Component:
     dz: Tensor
     source: str  # "ratio" or "sampling"
     support: int = 1  # units of the update whose ratio gave exactly this input
-    # found by repeated ratios while every earlier sample was too: the residual it came from held
-    # only true samples, so a partial recovery can vouch for it (a wrong peel corrupts what follows)
-    trusted: bool = False
 
 
 @dataclass
@@ -315,9 +312,7 @@ def disaggregate(layer: Layer, *, batch: int, settings: Settings, generator: tor
             outcome.rounds.append(f"residual rank {factors.rank}: no sample found by {how}")
             break
         outcome.rounds.append(f"residual rank {factors.rank}: {len(found)} sample(s) by {how}")
-        chain = all(c.trusted for c in outcome.components)
         for c in found:
-            c.trusted = chain and how == "repeated ratios"
             grad_w = grad_w - torch.outer(c.dz, c.x)
             grad_b = grad_b - c.dz
         outcome.components.extend(found)
@@ -343,5 +338,4 @@ def refine(grad_bias: Tensor, grad_weight: Tensor, components: list[Component]) 
         return components
     dz = directions * scales
     x = torch.linalg.lstsq(dz, grad_weight).solution  # k x r (coordinates)
-    return [Component(x=x[i], dz=dz[:, i], source=c.source, support=c.support, trusted=c.trusted)
-            for i, c in enumerate(components)]
+    return [Component(x=x[i], dz=dz[:, i], source=c.source, support=c.support) for i, c in enumerate(components)]
