@@ -27,7 +27,6 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from scipy.stats import binom
 from torch import nn
 
 SAMPLING_BUDGET = 32_768  # sub-matrices per sampling round: the spear attack's default ``trials``
@@ -51,6 +50,8 @@ def spanning_probability(width: int, batch: int) -> float:
     """Probability that every sample leaves at least ``b - 1`` of the ``m`` units inactive."""
     if batch <= 1:
         return 1.0
+    from scipy.stats import binom  # lazy: keeps scipy.stats out of CLI start-up
+
     per_sample = float(binom.sf(batch - 2, width, 0.5))  # P(Bin(m, 1/2) >= b - 1)
     return per_sample**batch
 

@@ -32,7 +32,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from scipy.optimize import lsq_linear
 from torch import nn
 
 from ..errors import GradleakError
@@ -152,6 +151,8 @@ def posterior_counts(signal: torch.Tensor, probs: torch.Tensor, scales: torch.Te
     heavy = 1e4 * float(rows.abs().max().clamp(min=1.0))  # sum n = B, enforced as a heavy row
     rows = torch.cat([rows, torch.full((1, num_classes), heavy, dtype=torch.float64)])
     rhs = torch.cat([rhs, torch.tensor([heavy * batch], dtype=torch.float64)])
+    from scipy.optimize import lsq_linear  # lazy: scipy.optimize costs ~0.4 s, listing attacks must not pay it
+
     fit = lsq_linear(rows.numpy(), rhs.numpy(), bounds=(0.0, float(batch)))
     return torch.as_tensor(np.asarray(fit.x), dtype=torch.float64)
 

@@ -24,7 +24,6 @@ import math
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy import linalg
 
 from .generators import Generator, build_generator
 
@@ -60,6 +59,8 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
     """FID's ``|mu_a - mu_b|^2 + tr(S_a + S_b - 2 (S_a S_b)^(1/2))`` between two feature sets."""
     mu_a, mu_b = a.mean(0), b.mean(0)
     s_a, s_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    from scipy import linalg  # lazy: scipy.linalg is ~0.2 s of every CLI start otherwise
+
     root = linalg.sqrtm(s_a @ s_b)
     root = root.real if np.iscomplexobj(root) else root
     return float(((mu_a - mu_b) ** 2).sum() + np.trace(s_a + s_b - 2 * root))
