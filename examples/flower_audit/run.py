@@ -31,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--audit-clients", type=int, default=None, help="clients attacked per round (default: all)")
     p.add_argument("--dataset", default="histology", help="embedded data set, default histology")
     p.add_argument("--model", default="lenet", help="victim model, default lenet")
+    p.add_argument("--verbose", action="store_true", help="show Flower's and Ray's INFO/DEBUG lines (default: warnings only)")
     args = p.parse_args(argv)
 
     import torch
@@ -45,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     config = DemoConfig(out=str(args.out), dataset=args.dataset, model=args.model, num_clients=args.clients,
                         num_rounds=args.rounds, batch_size=args.batch_size, attack=args.attack,
                         attack_options={"iterations": args.iterations} if args.iterations else {},
-                        audit_clients=args.audit_clients)
+                        audit_clients=args.audit_clients, verbose=args.verbose)
     records = run_demo(config)
     for r in records:
         m = r.get("metrics") or {}

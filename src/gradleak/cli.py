@@ -213,7 +213,9 @@ def cmd_attack(args: argparse.Namespace) -> None:
     keys = ("fmse", "similarity", "feature_accuracy") if "fmse" in metrics else ("psnr", "ssim", "mse")
     extra = ("exact_fraction", "certified_fraction") if metrics.get("certified_fraction") is not None else ()
     shown = {k: metrics.get(k) for k in (*keys, "label_accuracy", *extra, "seconds")}
-    print(" ".join(f"{k}={_fmt(v)}" for k, v in shown.items()) + f"  -> {args.out}")
+    budget = reconstruction.iterations * int(getattr(attack.config, "restarts", 1))
+    used = f" iterations={reconstruction.iterations_used}/{budget}" if budget > 1 else ""
+    print(" ".join(f"{k}={_fmt(v)}" for k, v in shown.items()) + used + f"  -> {args.out}")
 
 
 # ---------------------------------------------------------------------------- helpers

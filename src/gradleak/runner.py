@@ -75,6 +75,7 @@ def evaluate(reconstruction: Reconstruction, truth: GroundTruth | None, *, obser
         "seconds": reconstruction.seconds,
         "gradient_loss": reconstruction.gradient_loss,
         "iterations": reconstruction.iterations,
+        "iterations_used": reconstruction.iterations_used,
         "label_method": reconstruction.label_method,
         "ground_truth": truth is not None,
         **_threat(reconstruction, observation),

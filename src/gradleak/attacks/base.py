@@ -37,10 +37,15 @@ class Reconstruction:
     restart_traces: list[list[float]] = field(default_factory=list)
     chosen_restart: int = 0
     seconds: float = 0.0
-    iterations: int = 0  # optimisation iterations per restart
+    iterations: int = 0  # optimisation iterations per restart (the budget)
+    iterations_used: int = 0  # iterations actually run, all restarts together (a stopping rule may end early)
     notes: list[str] = field(default_factory=list)
     # slots the attack itself vouches for as exact recoveries (attacker-computable; None = no claim)
     certified: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if not self.iterations_used:
+            self.iterations_used = sum(len(t) for t in self.restart_traces)
 
     @property
     def gradient_loss(self) -> float:
@@ -57,6 +62,7 @@ class Reconstruction:
             "chosen_restart": self.chosen_restart,
             "seconds": self.seconds,
             "iterations": self.iterations,
+            "iterations_used": self.iterations_used,
             "notes": self.notes,
         }
 

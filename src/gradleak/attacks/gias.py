@@ -28,9 +28,9 @@ from ..priors.generators import Generator
 from .base import Attack, Progress, Reconstruction, register_attack
 from .inverting import total_variation
 from .labels import LabelEstimate, recover_labels
-from .loop import Candidate, LoopSettings, best_of_restarts, optimise
+from .loop import Candidate, LoopSettings, Plateau, best_of_restarts, optimise
 from .objective import GradientMatcher
-from .optimisation import PRECISIONS, check_common, data_box
+from .optimisation import PRECISIONS, check_common, data_box, stop_rule
 
 
 @dataclass
@@ -46,6 +46,10 @@ class GIZConfig:
     entries: str = "all"  # which update entries to match: all, top-layers:K, largest:F (vs pruning), nonzero
     step_decay: bool = True  # multi-step learning-rate decay as in IG/GIAS
     precision: str = "float32"  # compute dtype: "float32" or "float64"
+    # A plateau of this many steps (best loss not down by tol, relative) moves a search to its next
+    # decay stage early; a plateau at the last stage stops it. 0 runs the fixed schedule.
+    patience: int = 50
+    tol: float = 1e-4  # relative fall of the best loss that counts as progress
 
     def __post_init__(self) -> None:
         check_common(self)
@@ -152,7 +156,8 @@ class PriorAttack(Attack):
             loss = matcher(x, y) + cfg.latent_weight * latent_penalty(latent, cfg.latent_space)
             return loss + cfg.tv_weight * total_variation(x) if cfg.tv_weight else loss
 
-        settings = LoopSettings(optimizer="adam", iterations=cfg.iterations, lr=cfg.lr, step_decay=cfg.step_decay)
+        settings = LoopSettings(optimizer="adam", iterations=cfg.iterations, lr=cfg.lr, step_decay=cfg.step_decay,
+                                stop=stop_rule(cfg))
         trace = optimise(objective=objective, variables=[latent], settings=settings, progress=progress)
         with torch.no_grad():
             x = self.images(gen, latent, observation)
@@ -181,7 +186,8 @@ class PriorAttack(Attack):
                                 {"params": [latents], "lr": cfg.gias_latent_lr}])
         n = cfg.gias_iterations
         milestones = [int(n * f) for f in (3 / 8, 5 / 8, 7 / 8)] if cfg.step_decay else []
-        sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=milestones, gamma=0.1)
+        base_lrs = [group["lr"] for group in opt.param_groups]
+        plateau, stage = Plateau(stop_rule(cfg)), 0  # as the shared loop: a plateau decays early, then stops
         lo, hi = data_box(observation)
 
         def batch() -> torch.Tensor:
@@ -190,6 +196,10 @@ class PriorAttack(Attack):
         trace: list[float] = []
         variables = [*copies.values(), latents]
         for it in range(n):
+            while stage < len(milestones) and it >= milestones[stage]:
+                stage += 1
+            for group, lr in zip(opt.param_groups, base_lrs):
+                group["lr"] = lr * 0.1**stage
             x = batch()
             loss = matcher(x, y) + cfg.latent_weight * latent_penalty(latents, cfg.latent_space)
             if cfg.tv_weight:
@@ -202,11 +212,13 @@ class PriorAttack(Attack):
             for v, g in zip(variables, grads):
                 v.grad = g
             opt.step()
-            sched.step()
             value = float(loss.detach())
             trace.append(value)
             progress(1)
-            if not math.isfinite(value):
+            if plateau.reached(value) and stage < len(milestones):
+                stage += 1
+                plateau.reset()
+            elif not math.isfinite(value) or plateau.since >= plateau.rule.patience > 0:
                 progress(n - it - 1)
                 break
         with torch.no_grad():

@@ -16,7 +16,7 @@ from ..observation import Observation
 from .base import register_attack
 from .loop import LoopSettings
 from .objective import GradientMatcher
-from .optimisation import OptimisationAttack, check_common, data_box
+from .optimisation import OptimisationAttack, check_common, data_box, stop_rule
 
 
 @dataclass
@@ -34,6 +34,10 @@ class IGConfig:
     boxed: bool = True  # clamp into the known data range after each step
     step_decay: bool = True  # the paper's multi-step learning-rate decay
     precision: str = "float32"  # compute dtype of the search: "float32" or "float64"
+    # A plateau of this many steps (best loss not down by tol, relative) moves the run to its next
+    # decay stage early; a plateau at the last stage stops it. 0 runs the fixed schedule.
+    patience: int = 50
+    tol: float = 1e-4  # relative fall of the best loss that counts as progress
 
     def __post_init__(self) -> None:
         check_common(self)
@@ -58,5 +62,5 @@ class InvertingGradients(OptimisationAttack):
         cfg = self.config
         return LoopSettings(
             optimizer="adam", iterations=cfg.iterations, lr=cfg.lr, signed=cfg.signed,
-            step_decay=cfg.step_decay, box=data_box(observation) if cfg.boxed else None,
+            step_decay=cfg.step_decay, box=data_box(observation) if cfg.boxed else None, stop=stop_rule(cfg),
         )

@@ -17,7 +17,7 @@ from ..errors import GradleakError
 from ..observation import Observation
 from .base import Attack, Progress, Reconstruction
 from .labels import LabelEstimate, recover_labels
-from .loop import Candidate, LoopSettings, best_of_restarts, optimise
+from .loop import Candidate, LoopSettings, StopRule, best_of_restarts, optimise
 from .objective import DISTANCES, GradientMatcher, parse_entries
 
 
@@ -38,6 +38,12 @@ def check_common(cfg: Any) -> None:
     for name in ("iterations", "restarts"):
         if int(getattr(cfg, name)) < 1:
             raise GradleakError(f"{name} must be >= 1, got {getattr(cfg, name)}")
+    stop_rule(cfg)  # validates patience and tol
+
+
+def stop_rule(cfg: Any) -> StopRule:
+    """The config's stopping rule (``patience``, ``tol``; configs without them never stop early)."""
+    return StopRule(patience=getattr(cfg, "patience", 0), tol=getattr(cfg, "tol", StopRule.tol))
 
 
 def random_inputs(observation: Observation, *, generator: torch.Generator, matcher: GradientMatcher) -> torch.Tensor:

@@ -35,7 +35,7 @@ from .base import Progress, Reconstruction, register_attack
 from .labels import LabelEstimate
 from .loop import Candidate, LoopSettings, optimise
 from .objective import GradientMatcher
-from .optimisation import OptimisationAttack, check_common
+from .optimisation import OptimisationAttack, check_common, stop_rule
 
 WEIGHTS_FORMAT = "gradleak.tabular-weights"
 WEIGHT_FIELDS = ("tv_weight", "binary_weight", "nuclear_weight")
@@ -67,6 +67,10 @@ class TabularConfig:
     # torch CPU threads during the attack (0 = leave torch's setting). Record-sized steps are small
     # ops: on the shared 2-core machine one thread ran the ihm MLP at 6-8 ms/step, two at 94-98.
     threads: int = 1
+    # A plateau of this many steps (best loss not down by tol, relative) anneals the rest of the
+    # lr schedule within as many steps again, then stops. 0 runs all iterations.
+    patience: int = 250
+    tol: float = 1e-4  # relative fall of the best loss that counts as progress
 
     def __post_init__(self) -> None:
         check_common(self)
@@ -187,7 +191,8 @@ class TabularAttack(OptimisationAttack):
 
     def loop_settings(self, observation: Observation) -> LoopSettings:
         cfg = self.config
-        return LoopSettings(optimizer="adam", iterations=cfg.iterations, lr=cfg.lr, anneal=cfg.anneal)
+        return LoopSettings(optimizer="adam", iterations=cfg.iterations, lr=cfg.lr, anneal=cfg.anneal,
+                            stop=stop_rule(cfg))
 
     def prior(self, observation: Observation, *, columns: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-column mean and std: from the tune file if it has them, else the observation's."""

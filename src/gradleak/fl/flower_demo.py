@@ -11,6 +11,7 @@ attack itself never sees it.
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -40,6 +41,7 @@ class DemoConfig:
     attack_options: dict[str, Any] = field(default_factory=dict)  # attack config overrides
     audit_rounds: tuple[int, ...] | None = None  # None = audit every round
     audit_clients: int | None = None  # clients attacked per round; None = all
+    verbose: bool = False  # keep Flower's and Ray's INFO/DEBUG console lines (default: warnings only)
 
 
 @lru_cache(maxsize=4)
@@ -139,17 +141,26 @@ def make_server_app(config: DemoConfig):
     return app
 
 
+def quiet_frameworks(*, verbose: bool) -> None:
+    """Flower logs every message exchange at INFO/DEBUG on its own handler; keep warnings only."""
+    level = logging.INFO if verbose else logging.WARNING
+    for name in ("flwr", "ray"):
+        logging.getLogger(name).setLevel(level)
+
+
 def run_demo(config: DemoConfig) -> list[dict[str, Any]]:
     """Run the simulation (local Ray) and return the auditor's leakage records."""
     from flwr.simulation import run_simulation
 
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
+    quiet_frameworks(verbose=config.verbose)
     (out / "federation.json").write_text(json.dumps(asdict(config), indent=2) + "\n")
     run_simulation(
         server_app=make_server_app(config), client_app=make_client_app(), num_supernodes=config.num_clients,
         backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
-                        "init_args": {"num_cpus": 2, "include_dashboard": False, "log_to_driver": False}},
+                        "init_args": {"num_cpus": 2, "include_dashboard": False, "log_to_driver": False,
+                                      **({} if config.verbose else {"logging_level": logging.WARNING})}},
     )
     path = out / "leakage.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []

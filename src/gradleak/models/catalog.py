@@ -7,6 +7,7 @@ takes the options as plain keyword arguments (the JSON-able form stored in obser
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from torch import nn
@@ -21,19 +22,33 @@ Factory = Callable[..., nn.Module]
 MODELS: Registry[Factory] = Registry("model")
 
 
+@dataclass(frozen=True)
+class NoOptions:
+    """Options of a model registered without any: every option given is an error."""
+
+
 def register_model(
-    name: str, *, options_type: type, description: str
+    name: str, *, options_type: type | None = None, description: str = ""
 ) -> Callable[[Callable[..., nn.Module]], Factory]:
-    """Register ``build(*, input_shape, num_classes, options)`` under ``name``."""
+    """Register ``build(*, input_shape, num_classes)`` under ``name``.
+
+    With ``options_type`` (a dataclass, fields declared with :func:`gradleak.models.options.opt`)
+    ``build`` also receives ``options=``, parsed and validated from ``--model-option KEY=VALUE``.
+    ``description`` defaults to the first line of ``build``'s docstring.
+    """
 
     def decorator(build: Callable[..., nn.Module]) -> Factory:
+        parsed_type = options_type or NoOptions
+
         def factory(*, input_shape: tuple[int, ...], num_classes: int, **options: Any) -> nn.Module:
-            parsed = parse_options(name, options_type, options)
+            parsed = parse_options(name, parsed_type, options)
+            if options_type is None:
+                return build(input_shape=tuple(input_shape), num_classes=int(num_classes))
             return build(input_shape=tuple(input_shape), num_classes=int(num_classes), options=parsed)
 
         factory.__name__ = f"build_{name}"
         factory.__doc__ = build.__doc__
-        factory.options_type = options_type  # type: ignore[attr-defined]
+        factory.options_type = parsed_type  # type: ignore[attr-defined]
         MODELS.register(name, description=description)(factory)
         return factory
 

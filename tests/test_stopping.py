@@ -1,0 +1,80 @@
+"""Stopping rules (issue #18, item 2): searches end when the attacker's own loss stops improving."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from gradleak.attacks import create_attack
+from gradleak.attacks.loop import LoopSettings, Plateau, StopRule, optimise
+from gradleak.errors import GradleakError
+
+
+def _quadratic(target: torch.Tensor, x: torch.Tensor):
+    return lambda: (x - target).pow(2).sum()
+
+
+def test_plateau_counts_iterations_without_relative_progress() -> None:
+    plateau = Plateau(StopRule(patience=3, tol=0.1))
+    assert not plateau.reached(1.0)
+    assert not plateau.reached(0.95)  # less than 10 % better: no progress
+    assert not plateau.reached(0.5)  # progress resets the count
+    assert [plateau.reached(v) for v in (0.49, 0.48, 0.47)] == [False, False, True]
+
+
+def test_patience_zero_never_stops_early() -> None:
+    plateau = Plateau(StopRule(patience=0))
+    assert not any(plateau.reached(1.0) for _ in range(100))
+
+
+@pytest.mark.parametrize("bad", [{"patience": -1}, {"patience": 1.5}, {"patience": True}, {"tol": -0.1}, {"tol": 1.0}])
+def test_bad_stop_rule_is_refused(bad: dict) -> None:
+    with pytest.raises(GradleakError):
+        StopRule(**bad)
+
+
+@pytest.mark.parametrize("bad", [{"patience": -3}, {"tol": 2.0}])
+def test_attack_configs_validate_the_rule(bad: dict) -> None:
+    for name in ("idlg", "ig"):
+        with pytest.raises(GradleakError):
+            create_attack(name, **bad)
+
+
+def test_adam_without_rule_runs_the_fixed_schedule_with_decay() -> None:
+    target = torch.linspace(-1, 1, 16)
+    x = torch.zeros(16, requires_grad=True)
+    settings = LoopSettings(optimizer="adam", iterations=80, lr=0.1, signed=True, step_decay=True)
+    trace = optimise(objective=_quadratic(target, x), variables=[x], settings=settings)
+    assert len(trace) == 80
+
+
+def test_adam_stops_on_a_plateau_after_decaying_through_every_stage() -> None:
+    # Signed Adam at a fixed rate oscillates around the optimum: a plateau at each stage.
+    target = torch.linspace(-1, 1, 16)
+    x = torch.zeros(16, requires_grad=True)
+    stop = StopRule(patience=15, tol=1e-3)
+    settings = LoopSettings(optimizer="adam", iterations=5000, lr=0.1, signed=True, step_decay=True, stop=stop)
+    trace = optimise(objective=_quadratic(target, x), variables=[x], settings=settings)
+    assert len(trace) < 1000  # stopped long before the budget
+    assert trace[-1] < 1e-3  # after the early decays it is close to the optimum
+
+
+def test_annealed_run_finishes_its_schedule_quickly_after_a_plateau() -> None:
+    target = torch.linspace(-1, 1, 16)
+    x = torch.zeros(16, requires_grad=True)
+    settings = LoopSettings(optimizer="adam", iterations=20000, lr=0.05, anneal="cosine",
+                            stop=StopRule(patience=40, tol=1e-3))
+    trace = optimise(objective=_quadratic(target, x), variables=[x], settings=settings)
+    assert len(trace) < 5000
+    assert trace[-1] < 1e-4
+
+
+def test_lbfgs_stops_when_converged_and_reports_progress_for_the_whole_budget() -> None:
+    target = torch.linspace(-1, 1, 16)
+    x = torch.zeros(16, requires_grad=True)
+    ticks: list[int] = []
+    settings = LoopSettings(optimizer="lbfgs", iterations=300, lr=1.0, stop=StopRule(patience=5))
+    trace = optimise(objective=_quadratic(target, x), variables=[x], settings=settings, progress=ticks.append)
+    assert len(trace) < 20
+    assert sum(ticks) == 300  # the progress bar completes
+    assert torch.allclose(x.detach(), target, atol=1e-5)
