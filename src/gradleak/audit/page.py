@@ -9,6 +9,7 @@ import torch
 
 from ..report.charts import save_comparison_grid, save_frontier_plot, save_series_plot
 from ..report.html import HtmlReport
+from .page_inputs import PageInputs, load_inputs, save_inputs
 from .protection import DefenseSweep
 
 
@@ -115,7 +116,11 @@ def _defense_pictures(tmp: Path, sweep: DefenseSweep, rows: list[dict[str, Any]]
 
 def write_report(tmp: Path, *, result: dict[str, Any], pictures: dict[int, dict[str, torch.Tensor]],
                  sweep: DefenseSweep | None, malicious_picture: dict[str, torch.Tensor] | None = None) -> None:
-    """Write the PNGs and ``report.html`` (images embedded as data URIs) into ``tmp``."""
+    """Write the PNGs and ``report.html`` (images embedded as data URIs) into ``tmp``, and the pictures'
+    tensors (``report_inputs.safetensors``) so that :func:`rerender` can redraw the page later."""
+    save_inputs(tmp, PageInputs(pictures=pictures, defense_truth=None if sweep is None else sweep.truth,
+                                defense_reconstructions=[] if sweep is None else list(sweep.reconstructions),
+                                malicious=malicious_picture))
     s, v = result["settings"], result["verdict"]
     page = HtmlReport(f"gradleak audit: {s['dataset']} / {s['model']}")
     page.heading(f"Gradient leakage audit: {s['dataset']} / {s['model']}", level=1)
@@ -291,3 +296,20 @@ def _defense_section(page: HtmlReport, tmp: Path, result: dict[str, Any], sweep:
     if ref is not None:
         page.paragraph(f"Attacker accuracy: share of reconstructions the attacker's own classifier (test accuracy "
                        f"{ref:.3f}, trained on its own data) assigns to the private sample's true class.", css="muted")
+
+
+def rerender(directory: Path) -> Path:
+    """Rebuild ``report.html`` (and its PNGs) in a finished audit directory from ``results.json`` and
+    ``report_inputs.safetensors``: seconds instead of the audit's minutes, the numbers unchanged."""
+    import json
+
+    directory = Path(directory)
+    result = json.loads((directory / "results.json").read_text(encoding="utf-8"))
+    inputs = load_inputs(directory)
+    sweep = None
+    if result.get("defenses") and inputs.defense_truth is not None:
+        d = result["defenses"]
+        sweep = DefenseSweep(rows=d["rows"], truth=inputs.defense_truth, reconstructions=inputs.defense_reconstructions,
+                             attacks=tuple(d["attacks"]), config=d["config"], reference_accuracy=d["reference_accuracy"])
+    write_report(directory, result=result, pictures=inputs.pictures, sweep=sweep, malicious_picture=inputs.malicious)
+    return directory / "report.html"
