@@ -23,6 +23,15 @@ def _pm(mean: float | None, std: float | None, digits: int = 2) -> str:
     return f"{mean:.{digits}f} ± {std:.{digits}f}" if std else f"{mean:.{digits}f}"
 
 
+def _value(value: Any) -> str:
+    """A setting as text, the same before and after a trip through JSON (tuples become lists there)."""
+    if isinstance(value, (list, tuple)):
+        return ", ".join(map(_value, value))
+    if isinstance(value, dict):
+        return "(" + ", ".join(f"{k} {_value(v)}" for k, v in value.items()) + ")"
+    return str(value)
+
+
 def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value * 100:.0f}%"
 
@@ -239,7 +248,9 @@ def write_report(tmp: Path, *, result: dict[str, Any], pictures: dict[int, dict[
     page.heading("Reproducibility", anchor="repro")
     env = result["environment"]
     page.facts([("command", " ".join(["gradleak", *result["argv"]]) if result["argv"] else "(Python API)"),
-                ("budget", f"{s['budget']}: " + ", ".join(f"{k}={v}" for k, v in result["budget"].items() if k != "name")), ("seeds", ", ".join(map(str, s["seeds"]))),
+                ("budget", f"{s['budget']}: " + "; ".join(f"{k} {_value(v)}" for k, v in result["budget"].items()
+                                                          if k != "name")),
+                ("seeds", ", ".join(map(str, s["seeds"]))),
                 ("versions", f"gradleak {env['gradleak']}, torch {env['torch']}, numpy {env['numpy']}, "
                              f"Python {env['python']}"),
                 ("machine", f"{env['platform']}, {env['threads']} torch threads"),

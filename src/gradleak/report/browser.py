@@ -116,7 +116,8 @@ _MEASURE = ("<script>addEventListener('load',function(){var d=document.documentE
             "var r=e.getBoundingClientRect();return r.right>innerWidth+0.5&&!e.closest('.scroll')})"
             ".slice(0,5).map(function(e){return e.tagName+'.'+e.className});"
             "var m=document.createElement('pre');m.id='gradleak-measure';m.textContent=JSON.stringify("
-            "{scrollWidth:Math.max(d.scrollWidth,document.body.scrollWidth),viewport:innerWidth,overflowing:wide});"
+            "{scrollWidth:Math.max(d.scrollWidth,document.body.scrollWidth),scrollHeight:d.scrollHeight,"
+            "viewport:innerWidth,overflowing:wide});"
             "document.body.appendChild(m)})</script>")
 
 
@@ -125,6 +126,7 @@ class Layout:
     scroll_width: int  # the page's scroll width in CSS pixels: above the viewport, the page scrolls sideways
     viewport: int  # the window's inner width
     overflowing: list[str]  # up to 5 elements that stick out (outside any scrolling box)
+    scroll_height: int = 0  # the page's full height in CSS pixels (a full-page screenshot's height)
 
     @property
     def fits(self) -> bool:
@@ -155,4 +157,4 @@ def measure_layout(html_path: str | Path, *, width: int, height: int = 900, time
         raise GradleakError(f"the browser did not measure {html_path} (exit {done.returncode}): {tail[0][:200]}")
     found = json.loads(match.group(1).replace("&quot;", '"').replace("&amp;", "&"))
     return Layout(scroll_width=int(found["scrollWidth"]), viewport=int(found["viewport"]),
-                  overflowing=list(found["overflowing"]))
+                  overflowing=list(found["overflowing"]), scroll_height=int(found.get("scrollHeight", 0)))

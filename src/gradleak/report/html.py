@@ -34,7 +34,8 @@ figure.grid .scroll img{max-width:none;image-rendering:pixelated} p,li,dd,figcap
 a.term{color:inherit;text-decoration:underline dotted #1f5f99;text-underline-offset:2px}
 .call{padding:.4em .7em;border-radius:4px;display:inline-block;margin:.2em 0}
 .call.yes{background:#fde2e1;border:1px solid #c0392b} .call.some{background:#fff4d6;border:1px solid #d68910}
-.call.no{background:#eef3f8;border:1px solid #8aa4bf} dl.glossary dt{scroll-margin-top:1em}
+.call.no{background:#eef3f8;border:1px solid #8aa4bf} .call.unknown{background:#eee;border:1px solid #888}
+dl.glossary dt{scroll-margin-top:1em} @media (max-width:600px){table.facts th{width:auto}}
 """
 
 
