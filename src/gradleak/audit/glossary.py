@@ -25,10 +25,11 @@ ENTRIES = (
           "guess scores near 0; from ~0.3 the image's layout is recognisable, from ~0.6 its details. The verdict's "
           "risk levels use it; the verdict box calls it 'similarity'."),
     Entry("g-psnr", "PSNR (dB)", ("PSNR",),
-          "Peak signal-to-noise ratio in decibels; higher means closer. Above ~50 dB a reconstruction is exact to "
-          "the eye; between exact reconstructions the number mostly reflects rounding, so 55 and 85 dB mean the same "
-          "thing. How much a low PSNR means depends on the data: compare it with the blind guess (a constant image "
-          "of the data's mean colour) on the same data."),
+          "Peak signal-to-noise ratio in decibels; higher means closer. Above ~48 dB the error is below one grey "
+          "level of an 8-bit image: the reconstruction is exact for every practical purpose, and whether it scores "
+          "55 or 85 dB depends on floating-point rounding (so two exact figures from different settings differ "
+          "without meaning anything). How much a low PSNR means depends on the data: compare it with the blind "
+          "guess (a constant image of the data's mean colour) on the same data."),
     Entry("g-fsim", "FSIM", ("FSIM",), "Feature similarity (phase congruency and gradient magnitude), 0 to 1."),
     Entry("g-mismatch", "Update mismatch", ("update mismatch", "Update mismatch", "mismatch"),
           "1 - cosine similarity between the update a reconstruction would produce and the one observed. The "
