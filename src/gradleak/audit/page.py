@@ -107,7 +107,7 @@ def write_report(tmp: Path, *, result: dict[str, Any], pictures: dict[int, dict[
                                 malicious=malicious_picture))
     s, v = result["settings"], page_verdict(result)
     state = model_state(s)
-    plain = plain_verdict(result)
+    plain = plain_verdict({**result, "verdict": v})
     page = HtmlReport(f"gradleak audit: {s['dataset']} / {s['model']}", terms=TERMS)
     page.heading(f"Gradient leakage audit: {s['dataset']} / {s['model']}", level=1)
     page.paragraph(f"gradleak {result['version']} · budget {s['budget']} · protocol {s['protocol']['name']} · "

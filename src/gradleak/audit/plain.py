@@ -60,18 +60,18 @@ def describe_defense(spec: str) -> str:
     except ValueError:
         x = None
     if name in ("prune", "prune-global") and x is not None:
-        return f"sending only the largest {100 - 100 * x:.0f}% of each update's values (the rest as zeros)"
+        return f"each update keeps only its largest {100 - 100 * x:.0f}% of values, the rest set to zero"
     if name in ("noise", "laplace"):
-        return "random noise added to every update" + (f" (strength {value})" if value else "")
+        return "random noise is added to every update" + (f", strength {value}" if value else "")
     if name == "clip":
-        return "a cap on the size of every update"
+        return "every update's size is capped"
     if name == "dpsgd":
-        return "differentially private training" + (f" (noise level {value})" if value else "")
+        return "differentially private training" + (f", noise level {value}" if value else "")
     if name == "secagg":
-        return "summing several hospitals' updates before the server sees them"
+        return "several hospitals' updates are summed before the server sees them"
     if name == "perturb":
         return "a learned distortion of the data inside the model"
-    return f"the protection '{spec}'"
+    return "see the section 'Defenses'"
 
 
 def plain_verdict(result: dict[str, Any]) -> dict[str, list[str]]:
@@ -127,9 +127,12 @@ def _malicious(stage: dict[str, Any] | None) -> tuple[str, str] | None:
     if not (worst["exact_fraction"] or 0) > 0:
         return None
     caught = all(r["inspect_refuses"] for r in stage["rows"])
-    finding = (f"A server that tampers with the model it sends read {worst['exact_fraction'] * 100:.0f}% of "
-               f"{worst['samples']} images out exactly, although it only saw the sum of {worst['clients']} "
-               "hospitals' updates.")
+    largest = max(summed, key=lambda r: r["samples"])
+    also = (f", and still {(largest['exact_fraction'] or 0) * 100:.0f}% of {largest['samples']}"
+            if largest is not worst else "")
+    finding = (f"A server that tampers with the model it sends read out exactly {worst['exact_fraction'] * 100:.0f}% "
+               f"of {worst['samples']} images{also}, although it only saw the sum of {worst['clients']} hospitals' "
+               "updates.")
     action = ("Have every hospital check each model it receives before training on it, with the command "
               "'gradleak inspect --model-file F' (" + ("it caught every tampered model here" if caught else
                                                        "it missed some tampered models here") +
@@ -177,7 +180,7 @@ def _defense_action(result: dict[str, Any], th: Thresholds) -> list[str]:
         return [f"No protection tested kept the attacks out for at most {th.max_accuracy_cost * 100:.0f} points of "
                 "accuracy: see the section 'Defenses' for the trade-offs."]
     change = None if pick.get("accuracy_cost") is None else -pick["accuracy_cost"]
-    return [f"Turn on {describe_defense(pick['defense'])} (setting '{pick['defense']}'). In the test of protections "
+    return [f"Turn on the protection '{pick['defense']}' ({describe_defense(pick['defense'])}). In the test of protections "
             f"({where}) the similarity of the attacker's best reconstruction fell from {base['ssim']:.2f} to "
             f"{pick['ssim']:.2f}, and the shared model's accuracy went from {base['client_accuracy']:.3f} to "
             f"{pick['client_accuracy']:.3f} (accuracy {signed_points(change)})."]
