@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from ..report.charts import save_comparison_grid
+from ..report.grid import save_image_grid
 from ..report.html import HtmlReport
 
 
@@ -36,10 +36,21 @@ def malicious_section(page: HtmlReport, tmp: Path, stage: dict[str, Any],
     if stage.get("skipped"):
         page.paragraph(f"Not measured: {stage['skipped']}.", css="muted")
     if picture is not None:
-        path = tmp / "malicious_reconstructions.png"
-        save_comparison_grid(picture, path)
-        page.image(path, caption="Private samples of the largest measured round (left) and what the server read out "
-                                 "of its update (matched to them; mixed bins are not recoveries).")
+        grid = save_image_grid(picture, tmp / "malicious_reconstructions.png")
+        summed = [r for r in stage["rows"] if r["clients"] > 1] or stage["rows"]
+        row = summed[-1]  # the picture comes from the largest measured round
+        n, certified = row["samples"], round((row["certified_fraction"] or 0) * row["samples"])
+        state = "yes" if certified >= n / 2 else ("some" if certified else "no")
+        what = {"yes": "Attack recovered the images", "some": "Attack recovered some images",
+                "no": "Attack recovered nothing recognisable"}[state]
+        page.grid(grid.path, width=grid.width, height=grid.height, scale=grid.scale, call_class=state,
+                  call=f"{what}.",
+                  call_detail=f"By the attacker's own check: imprint certifies {certified} of {n} samples as read out "
+                              f"exactly. Defender's measurement (with the private images): "
+                              f"{_pct(row['exact_fraction'])} recovered exactly (PSNR >= 60 dB).",
+                  caption=f"Batch {row['batch_size']} per client, {row['clients']} client(s) ({n} samples): the first "
+                          f"private samples (left) and what the server read out of the update, matched to them, each "
+                          f"pixel drawn {grid.scale}x (mixed bins are not recoveries).")
     page.paragraph(
         f"Your model as an honest server would send it, checked by gradleak inspect: {stage['audited_model_inspect']}. "
         "The check looks for layers whose rows copy one direction with a ladder of biases; it cannot see crafted "

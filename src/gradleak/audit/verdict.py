@@ -88,9 +88,15 @@ def _defense_actions(defenses: Sequence[dict[str, Any]], th: Thresholds) -> list
     if pick is None:
         return [f"No tested defense kept the attack below SSIM {th.medium_ssim} for at most "
                 f"{th.max_accuracy_cost * 100:.0f} points of client accuracy; see the defense table and try others."]
-    return [f"Apply {pick['defense']}: in the defense sweep the attack's SSIM fell from {base['ssim']:.2f} "
-            f"({base['psnr']:.1f} dB) undefended to {pick['ssim']:.2f} ({pick['psnr']:.1f} dB), and the federated "
-            f"model's accuracy went from {base['client_accuracy']:.3f} to {pick['client_accuracy']:.3f}."]
+    rounds = len(base.get("accuracy_history") or [])
+    where = (f"the model after {rounds} FedAvg rounds" if rounds else "the trained model") + (
+        f", updates of {base['samples_per_update']} sample(s)" if base.get("samples_per_update") else "")
+    cost = pick["accuracy_cost"] * 100
+    return [f"Apply {pick['defense']}: in the defense sweep ({where}; not the first-round model of the findings "
+            f"above) the attack's SSIM fell from {base['ssim']:.2f} ({base['psnr']:.1f} dB) undefended to "
+            f"{pick['ssim']:.2f} ({pick['psnr']:.1f} dB), and the federated model's accuracy went from "
+            f"{base['client_accuracy']:.3f} to {pick['client_accuracy']:.3f} (accuracy "
+            f"{'no change' if round(cost, 1) == 0 else f'{-cost:+.1f} points'})."]
 
 
 EXACT_SHARE = 0.5  # an exact attack "works" at a batch size while it certifies at least this share of the batch
@@ -145,8 +151,12 @@ def verdict(*, curve: Sequence[dict[str, Any]], worst: Sequence[dict[str, Any]] 
             labels: Sequence[dict[str, Any]], baseline: float | None,
             rank: dict[str, Any], defenses: Sequence[dict[str, Any]], dataset: str,
             thresholds: Thresholds = Thresholds(), malicious: dict[str, Any] | None = None,
-            summary: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
-    """``{"level", "title", "headline", "findings": [...], "actions": [...], "recommended_defense", "thresholds"}``."""
+            summary: Sequence[dict[str, Any]] = (), model_state: str | None = None) -> dict[str, Any]:
+    """``{"level", "title", "headline", "findings": [...], "actions": [...], "recommended_defense", "thresholds"}``.
+
+    ``model_state`` (e.g. "untrained, first round") is named beside the smallest batch's numbers: the
+    defense sweep attacks a trained model and scores differently, so each figure says which model it is.
+    """
     th = thresholds
     first = curve[0] if curve else {}
     label_worst = labels[0]["accuracy"] if labels else None
@@ -155,7 +165,8 @@ def verdict(*, curve: Sequence[dict[str, Any]], worst: Sequence[dict[str, Any]] 
     if first:
         blind = f" (a blind guess of the {dataset} data scores {baseline:.1f} dB)" if baseline is not None else ""
         findings.append(
-            f"Smallest batch ({first['batch_size']}): the reconstruction the attacker trusts most "
+            f"Smallest batch ({first['batch_size']}{', ' + model_state if model_state else ''}, mean of "
+            f"{first.get('seeds', 1)} seed(s)): the reconstruction the attacker trusts most "
             f"({', '.join(first['attacks'])}, picked by how well it reproduces the update, without seeing any data) "
             f"has SSIM {_fmt(first['ssim'], first.get('ssim_std'), '', 2)} with the private image (1 = identical) "
             f"and PSNR {_fmt(first['psnr'], first.get('psnr_std'), ' dB')}{blind}.")
