@@ -68,10 +68,10 @@ class CINetConfig:
     weights: str = "per-sample"  # "per-sample": one generator copy per sample (grouped convs); "shared": one for the batch
     skips: bool = True  # every stage adds its own image head (coarse colour first, detail later)
     pixel_norm: bool = False  # PGGAN's pixel norm after each conv (direct fit at width 32: 0.83 with, 0.90 without)
-    # A plateau of this many steps (best loss not down by tol, relative) anneals the rest of the
+    # A plateau (best loss down by less than tol, relative, over this many steps) anneals the rest of the
     # schedule within as many steps again, then stops (step schedule: decays early). 0: fixed schedule.
     patience: int = 20
-    tol: float = 1e-4  # relative fall of the best loss that counts as progress
+    tol: float = 1e-2  # progress: the best loss fell by more than this fraction within `patience` iterations
 
     def __post_init__(self) -> None:
         check_common(self)

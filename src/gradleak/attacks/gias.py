@@ -46,10 +46,10 @@ class GIZConfig:
     entries: str = "all"  # which update entries to match: all, top-layers:K, largest:F (vs pruning), nonzero
     step_decay: bool = True  # multi-step learning-rate decay as in IG/GIAS
     precision: str = "float32"  # compute dtype: "float32" or "float64"
-    # A plateau of this many steps (best loss not down by tol, relative) moves a search to its next
+    # A plateau (best loss down by less than tol, relative, over this many steps) moves a search to its next
     # decay stage early; a plateau at the last stage stops it. 0 runs the fixed schedule.
     patience: int = 50
-    tol: float = 1e-4  # relative fall of the best loss that counts as progress
+    tol: float = 1e-2  # progress: the best loss fell by more than this fraction within `patience` iterations
 
     def __post_init__(self) -> None:
         check_common(self)
@@ -215,10 +215,11 @@ class PriorAttack(Attack):
             value = float(loss.detach())
             trace.append(value)
             progress(1)
-            if plateau.reached(value) and stage < len(milestones):
+            flat = plateau.reached(value)
+            if flat and stage < len(milestones):
                 stage += 1
                 plateau.reset()
-            elif not math.isfinite(value) or plateau.since >= plateau.rule.patience > 0:
+            elif not math.isfinite(value) or flat:
                 progress(n - it - 1)
                 break
         with torch.no_grad():

@@ -34,10 +34,10 @@ class IGConfig:
     boxed: bool = True  # clamp into the known data range after each step
     step_decay: bool = True  # the paper's multi-step learning-rate decay
     precision: str = "float32"  # compute dtype of the search: "float32" or "float64"
-    # A plateau of this many steps (best loss not down by tol, relative) moves the run to its next
+    # A plateau (best loss down by less than tol, relative, over this many steps) moves the run to its next
     # decay stage early; a plateau at the last stage stops it. 0 runs the fixed schedule.
     patience: int = 50
-    tol: float = 1e-4  # relative fall of the best loss that counts as progress
+    tol: float = 1e-2  # progress: the best loss fell by more than this fraction within `patience` iterations
 
     def __post_init__(self) -> None:
         check_common(self)

@@ -14,6 +14,7 @@ rate stops it. With ``patience=0`` the loop runs its full, fixed schedule.
 from __future__ import annotations
 
 import math
+from collections import deque
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -36,32 +37,42 @@ ANNEALING: dict[str, Callable[[float], float]] = {
 class StopRule:
     """When a search has converged, judged only by the objective the attacker minimises."""
 
-    patience: int = 0  # iterations without progress before stopping (0: never stop early)
-    tol: float = 1e-4  # progress = the best loss fell by more than this fraction of itself
+    patience: int = 0  # window of iterations over which progress is judged (0: never stop early)
+    tol: float = 1e-2  # progress = the best loss fell by more than this fraction over the window
 
     def __post_init__(self) -> None:
         if isinstance(self.patience, bool) or not isinstance(self.patience, int) or self.patience < 0:
             raise GradleakError(f"patience must be an integer >= 0, got {self.patience!r}")
-        if not (isinstance(self.tol, (int, float)) and 0.0 <= self.tol < 1.0):
+        if isinstance(self.tol, bool) or not (isinstance(self.tol, (int, float)) and 0.0 <= self.tol < 1.0):
             raise GradleakError(f"tol must be a number in [0, 1), got {self.tol!r}")
 
 
 class Plateau:
-    """Counts iterations since the best loss last improved by more than ``tol`` (relative)."""
+    """Whether the best loss fell by less than ``tol`` (relative) over the last ``patience`` iterations.
+
+    Judged over a window rather than per step, so a slow tail (L-BFGS gaining 0.1 % a step at the
+    float32 floor) counts as converged, while steady progress of a few percent per window does not.
+    """
 
     def __init__(self, rule: StopRule) -> None:
-        self.rule, self.best, self.since = rule, math.inf, 0
+        self.rule, self.best = rule, math.inf
+        self.window: deque[float] = deque(maxlen=rule.patience + 1)
 
     def reached(self, value: float) -> bool:
-        """Record ``value``; True once ``patience`` iterations passed without progress."""
-        if value < self.best - self.rule.tol * abs(self.best) or self.best == math.inf:
-            self.best, self.since = min(value, self.best), 0
-        else:
-            self.since += 1
-        return self.rule.patience > 0 and (self.since >= self.rule.patience or value == 0.0)
+        """Record ``value``; True once a full window passed without enough progress."""
+        self.best = min(self.best, value) if math.isfinite(value) else self.best
+        self.window.append(self.best)
+        if self.rule.patience == 0:
+            return False
+        if value == 0.0:
+            return True
+        old = self.window[0]
+        return len(self.window) > self.rule.patience and self.best >= old - self.rule.tol * abs(old)
 
     def reset(self) -> None:
-        self.since = 0
+        """Start a new window (after a change of learning rate)."""
+        self.window.clear()
+        self.window.append(self.best)
 
 
 @dataclass(frozen=True)

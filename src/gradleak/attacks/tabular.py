@@ -67,10 +67,10 @@ class TabularConfig:
     # torch CPU threads during the attack (0 = leave torch's setting). Record-sized steps are small
     # ops: on the shared 2-core machine one thread ran the ihm MLP at 6-8 ms/step, two at 94-98.
     threads: int = 1
-    # A plateau of this many steps (best loss not down by tol, relative) anneals the rest of the
+    # A plateau (best loss down by less than tol, relative, over this many steps) anneals the rest of the
     # lr schedule within as many steps again, then stops. 0 runs all iterations.
     patience: int = 250
-    tol: float = 1e-4  # relative fall of the best loss that counts as progress
+    tol: float = 1e-2  # progress: the best loss fell by more than this fraction within `patience` iterations
 
     def __post_init__(self) -> None:
         check_common(self)
