@@ -184,11 +184,8 @@ def cmd_attack(args: argparse.Namespace) -> None:
             raise GradleakError("give either --observation or --dataset/--model, not both")
         observation = Observation.load(args.observation)
         truth = GroundTruth.load(args.ground_truth) if args.ground_truth else None
-        if truth is not None and tuple(truth.inputs.shape) != (observation.num_samples, *observation.input_shape):
-            raise GradleakError(
-                f"ground truth inputs have shape {tuple(truth.inputs.shape)} but the observation is "
-                f"{(observation.num_samples, *observation.input_shape)}"
-            )
+        if truth is not None:
+            truth.check_against(observation)
         config["observation"] = str(args.observation)
     else:
         if not args.dataset or not args.model:
