@@ -102,3 +102,47 @@ def as_shape(value: Any, *, what: str) -> tuple[int, ...]:
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise GradleakError(f"{what} must be a non-empty list of positive integers, got {_show(value)}")
     return tuple(value)
+
+
+# ------------------------------------------------------------------ typed config dataclasses
+def config_value(config_cls: type, name: str, value: Any, *, owner: str) -> Any:
+    """``value`` checked against field ``name`` of dataclass ``config_cls`` (its type hint and default).
+
+    Typed by the hint (``int``, ``float``, ``bool``, ``str``, ``dict``, ``X | None``); ranges follow
+    the default's sign, since every numeric option here is a count, a weight, a size or a tolerance:
+    an int whose default is >= 1 must be >= 1, other numbers with a non-negative default must be
+    >= 0, and step sizes (``lr``, ``*_lr``) must be > 0. Floats must be finite.
+    """
+    import dataclasses
+    import typing
+
+    fields = {f.name: f for f in dataclasses.fields(config_cls)}
+    try:
+        hint = typing.get_type_hints(config_cls)[name]
+    except Exception:  # an annotation that cannot be resolved: leave the value to the config's own checks
+        return value
+    what = f"{owner}: option {name!r}"
+    args = typing.get_args(hint)
+    if type(None) in args:
+        if value is None:
+            return None
+        rest = [a for a in args if a is not type(None)]
+        hint = rest[0] if len(rest) == 1 else hint
+    origin = typing.get_origin(hint) or hint
+    f = fields[name]
+    default = f.default if f.default is not dataclasses.MISSING else None
+    non_negative = isinstance(default, (int, float)) and not isinstance(default, bool) and default >= 0
+    if origin is bool:
+        return as_bool(value, what=what)
+    if origin is int:
+        minimum = 1 if isinstance(default, int) and not isinstance(default, bool) and default >= 1 else (
+            0 if non_negative else None)
+        return as_int(value, what=what, minimum=minimum)
+    if origin is float:
+        step = name == "lr" or name.endswith("_lr")
+        return as_float(value, what=what, minimum=0.0 if non_negative else None, positive=step)
+    if origin is str:
+        return as_str(value, what=what)
+    if origin is dict:
+        return as_mapping(value, what=what)
+    return value
