@@ -267,9 +267,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _claim_out(args: argparse.Namespace) -> None:
+    """Check ``--out`` before the command's work (see outdir.claim_out); a command that adds to an
+    existing directory (a resumable sweep) sets ``out_replaced=False`` in its parser defaults."""
+    if getattr(args, "out", None) is None:
+        return
+    from .outdir import claim_out
+
+    inputs = [v for k, v in vars(args).items() if k != "out" and isinstance(v, Path)]
+    claim_out(args.out, inputs=inputs, replaces=getattr(args, "out_replaced", True))
+
+
+def _release_out() -> None:
+    from .outdir import release_claims
+
+    release_claims()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        _claim_out(args)
         with warnings.catch_warnings():  # library warnings become one plain line each
             warnings.showwarning = _note
             code = args.func(args)  # a command may return a non-zero status (e.g. inspect: 1 = alarm)
@@ -279,6 +297,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("gradleak: interrupted", file=sys.stderr)
         return 130
+    finally:
+        _release_out()
     return int(code or 0)
 
 

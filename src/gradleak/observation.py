@@ -19,7 +19,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .errors import ObservationError, ShapeError
+from .errors import GradleakError, ObservationError, ShapeError
 from .validation import as_bool, as_float, as_int, as_mapping, as_str, check_keys
 from .fl.protocol import Protocol
 from .models.base import ModelSpec
@@ -132,7 +132,15 @@ class Observation:
     @classmethod
     def load(cls, directory: str | Path) -> "Observation":
         """Read and check a saved observation: every JSON field's type, every tensor's dtype and shape."""
-        directory = Path(directory)
+        try:
+            return cls._load(Path(directory))
+        except (ObservationError, ShapeError):
+            raise
+        except GradleakError as exc:  # a field a strict reader refused: the file is what is wrong
+            raise ObservationError(str(exc)) from None
+
+    @classmethod
+    def _load(cls, directory: Path) -> "Observation":
         _check_directory(directory, what="observation")
         where = str(directory / OBSERVATION_JSON)
         meta = _read_json(directory / OBSERVATION_JSON, expected_format="gradleak.observation")

@@ -11,7 +11,9 @@ import pickle
 import pytest
 import torch
 
-from malformed_helpers import OBS_JSON, OBS_TENSORS, edit_json, edit_tensors, first_update_key
+from malformed_helpers import (  # noqa: F401  (fixtures)
+    OBS_JSON, OBS_TENSORS, _no_long_work, edit_json, edit_tensors, first_update_key, obs, observation_dir, refused,
+)
 
 
 def _set(*path, value):

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import pytest
 
+from malformed_helpers import _no_long_work, refused  # noqa: F401  (fixtures)
+
 SIMULATED = ["--dataset", "digits", "--model", "lenet", "--batch-size", "1", "--quiet"]
 
 ATTACK_OPTION_CASES = {
