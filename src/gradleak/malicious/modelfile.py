@@ -94,7 +94,7 @@ def _read_spec(path: Path) -> Any:
     if not path.is_file():
         raise DataError(f"model spec {path} does not exist")
     try:
-        text = path.read_text()
+        text = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError:
         raise DataError(f"model spec {path} is not a JSON text file") from None
     data = _parse(text, str(path))
@@ -104,7 +104,11 @@ def _read_spec(path: Path) -> Any:
 
 
 def _to_spec(raw: Any, where: Path) -> ModelSpec:
+    from ..errors import GradleakError
+
     try:
-        return ModelSpec.from_json(raw)
+        return ModelSpec.from_json(raw, where=f"{where}: model spec")  # strict: names the bad field
+    except GradleakError as exc:
+        raise DataError(str(exc)) from None
     except (KeyError, TypeError, ValueError, AttributeError):
         raise DataError(f"{where}: not a model spec (needs name, input_shape, num_classes)") from None
