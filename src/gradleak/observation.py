@@ -141,7 +141,7 @@ class Observation:
 
     @classmethod
     def _load(cls, directory: Path) -> "Observation":
-        _check_directory(directory, what="observation")
+        _check_directory(directory, what="observation", file=OBSERVATION_JSON)
         where = str(directory / OBSERVATION_JSON)
         meta = _read_json(directory / OBSERVATION_JSON, expected_format="gradleak.observation")
         check_keys(meta, where=where, required=OBSERVATION_FIELDS[:-2], optional=OBSERVATION_FIELDS[-2:])
@@ -196,7 +196,7 @@ class GroundTruth:
     @classmethod
     def load(cls, directory: str | Path) -> "GroundTruth":
         directory = Path(directory)
-        _check_directory(directory, what="ground truth")
+        _check_directory(directory, what="ground truth", file=TRUTH_JSON)
         _read_json(directory / TRUTH_JSON, expected_format="gradleak.ground_truth")
         tensors = _read_tensors(directory / TRUTH_TENSORS)
         if "inputs" not in tensors or "labels" not in tensors:
@@ -250,9 +250,9 @@ def check_labels(labels: torch.Tensor, *, num_samples: int, num_classes: int | N
         raise ObservationError(f"{what} hold {labels.tolist()[:8]}; class indices must be {valid}")
 
 
-def _check_directory(directory: Path, *, what: str) -> None:
+def _check_directory(directory: Path, *, what: str, file: str) -> None:
     if not directory.exists():
-        raise ObservationError(f"{what} directory {directory} does not exist")
+        raise ObservationError(f"missing file {directory / file}: {what} directory {directory} does not exist")
     if not directory.is_dir():
         raise ObservationError(f"{what} {directory} is not a directory")
 

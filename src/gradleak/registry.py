@@ -39,8 +39,8 @@ class Registry(Generic[T]):
             return self._entries[name]
         except (KeyError, TypeError):  # TypeError: an unhashable name read from a file
             raise UnknownNameError(
-                f"unknown {self.kind} {name!r}{did_you_mean(name, self.names())}; "
-                f"choose one of: {', '.join(self.names())}"
+                f"unknown {self.kind} {name!r}; choose one of: {', '.join(self.names())}"
+                f"{did_you_mean(name, self.names())}"
             ) from None
 
     def describe(self, name: str) -> str:

@@ -17,11 +17,14 @@ from .errors import GradleakError
 
 
 def did_you_mean(name: object, choices: Iterable[str]) -> str:
-    """`` (did you mean 'x'?)`` for a close match of ``name`` among ``choices``, else ``""``."""
+    """``"; did you mean 'x'?"`` for a close match of ``name`` among ``choices``, else ``""``.
+
+    Appended at the end of a message, so messages keep their ``unknown X 'y'; choose one of: ...`` start.
+    """
     if not isinstance(name, str):
         return ""
     close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 def _show(value: Any) -> str:
@@ -37,8 +40,8 @@ def check_keys(
     unknown = [k for k in mapping if k not in known]
     if unknown:
         key = unknown[0]
-        raise GradleakError(f"{where}: unknown field {_show(key)}{did_you_mean(key, known)}; "
-                            f"valid fields: {', '.join(known)}")
+        raise GradleakError(f"{where}: unknown field {_show(key)}; valid fields: {', '.join(known)}"
+                            f"{did_you_mean(key, known)}")
     missing = [k for k in required if k not in mapping]
     if missing:
         raise GradleakError(f"{where}: missing field {missing[0]!r}")
@@ -89,8 +92,8 @@ def as_str(value: Any, *, what: str, choices: Sequence[str] | None = None) -> st
     if not isinstance(value, str):
         raise GradleakError(f"{what} must be a string, got {_show(value)}")
     if choices is not None and value not in choices:
-        raise GradleakError(f"{what} cannot be {value!r}{did_you_mean(value, choices)}; "
-                            f"choose one of: {', '.join(choices)}")
+        raise GradleakError(f"{what} cannot be {value!r}; choose one of: {', '.join(choices)}"
+                            f"{did_you_mean(value, choices)}")
     return value
 
 

@@ -123,8 +123,8 @@ def make_config(config_cls: type, values: dict[str, Any], *, owner: str) -> Any:
     valid = [f.name for f in dataclasses.fields(config_cls)]
     unknown = sorted(set(values) - set(valid))
     if unknown:
-        raise GradleakError(f"unknown option(s) {', '.join(unknown)} for {owner}{did_you_mean(unknown[0], valid)}; "
-                            f"valid: {', '.join(valid)}")
+        raise GradleakError(f"unknown option(s) {', '.join(unknown)} for {owner}; valid: {', '.join(valid)}"
+                            f"{did_you_mean(unknown[0], valid)}")
     checked = {k: config_value(config_cls, k, v, owner=owner) for k, v in values.items()}
     try:
         return config_cls(**checked)

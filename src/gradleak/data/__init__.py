@@ -54,14 +54,14 @@ def _resolve(name: str) -> tuple[str, DatasetEntry, str | None]:
         flags = "; ".join(f"{k} flags: {', '.join(DATASETS.get(k).variants)}" for k in parametric)
         suffix = f" ({flags})" if flags else ""
         hint = did_you_mean(key, DATASETS.names()) if has_variant else did_you_mean(name, DATASETS.names())
-        raise UnknownNameError(f"unknown dataset {name!r}{hint}; choose one of: {', '.join(_display_names())}{suffix}")
+        raise UnknownNameError(f"unknown dataset {name!r}; choose one of: {', '.join(_display_names())}{suffix}{hint}")
     entry = DATASETS.get(key)
     if entry.variants:
         if variant not in entry.variants:
             shown = repr(variant) if has_variant else "(none given)"
             raise UnknownNameError(
-                f"unknown {key} flag {shown} in {name!r}{did_you_mean(variant, entry.variants)}; choose one of: "
-                + ", ".join(f"{key}:{v}" for v in entry.variants)
+                f"unknown {key} flag {shown} in {name!r}; choose one of: "
+                + ", ".join(f"{key}:{v}" for v in entry.variants) + did_you_mean(variant, entry.variants)
             )
         return key, entry, variant
     if has_variant:

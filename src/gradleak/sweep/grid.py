@@ -131,9 +131,9 @@ def parse_grid(raw: Any) -> Grid:
         raise GradleakError("grid: the file must hold a mapping of axes (datasets, models, attacks, ...)")
     unknown = sorted(set(raw) - set(AXES) - {"scenario", "attack_options"}, key=str)
     if unknown:
-        raise GradleakError(f"grid: unknown key(s) {', '.join(map(str, unknown))}"
-                            f"{did_you_mean(unknown[0], (*AXES, 'scenario', 'attack_options'))}; "
-                            f"valid: {', '.join(AXES)}, scenario, attack_options")
+        raise GradleakError(f"grid: unknown key(s) {', '.join(map(str, unknown))}; "
+                            f"valid: {', '.join(AXES)}, scenario, attack_options"
+                            f"{did_you_mean(unknown[0], (*AXES, 'scenario', 'attack_options'))}")
     missing = [k for k in ("datasets", "models", "attacks") if k not in raw]
     if missing:
         raise GradleakError(f"grid: missing {', '.join(missing)}")
