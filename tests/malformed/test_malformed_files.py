@@ -171,6 +171,11 @@ def test_malformed_model_file(tmp_path, refused, damage, needle):
     refused(["inspect", "--model-file", path, "--out", out], out=out, needle=needle)
 
 
+def test_model_file_is_a_directory(tmp_path, refused):
+    out = tmp_path / "out"
+    refused(["inspect", "--model-file", tmp_path, "--out", out], out=out, needle="not a file")
+
+
 # ------------------------------------------------------------------------- prior directories
 def _prior(tmp_path, meta):
     prior = tmp_path / "prior"

@@ -84,8 +84,14 @@ def test_malformed_scenario(tmp_path, refused, argv, needle):
     (["defend", "--dataset", "digits", "--model", "lenet", "--defenses", "noise:0.1", "--victims", "0"], "victims"),
     (["rank", "--model", "lenet", "--input-shape", "1,x,8"], "input-shape"),
     (["rank", "--model", "lenett", "--input-shape", "1,8,8"], "did you mean 'lenet'"),
+    (["rank", "--model", "lenet", "--input-shape", "1,100000,100000", "--no-numerical"], "input-shape"),
+    (["attack", *SIMULATED, "--attack", "hgap", "--option", "optimiser_options=5"], "optimiser_options"),
+    (["audit", "--batch-sizes", "0", "--budget", "quick", "--quiet"], "batch"),
+    (["prior", "train", "--dataset", "digits", "--arch", "dcgna", "--quiet"], "did you mean 'dcgan'"),
+    (["sweep", "grid.yaml", "--executor", "rayy"], ("grid", "did you mean 'ray'")),
 ], ids=["attack-misspelled", "tv-weight-negative", "prior-missing", "prior-not-applicable", "defend-misspelled",
-        "defend-victims-zero", "rank-shape", "rank-model-misspelled"])
+        "defend-victims-zero", "rank-shape", "rank-model-misspelled", "rank-shape-huge", "hgap-options-not-object",
+        "audit-batch-zero", "prior-arch-misspelled", "sweep-executor-misspelled"])
 def test_malformed_other_commands(tmp_path, refused, argv, needle):
     out = tmp_path / "out"
     refused([*argv, "--out", out], out=out, needle=needle)

@@ -62,8 +62,10 @@ def _sniff(path: Path) -> None:
 def load_model_file(path: str | Path, *, spec: str | Path | None = None) -> tuple[dict[str, torch.Tensor], ModelSpec | None]:
     """(state dict, spec or None) of a model file; anything else raises :class:`DataError`."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise DataError(f"model file {path} does not exist")
+    if not path.is_file():
+        raise DataError(f"model file {path} is not a file")
     _sniff(path)
     try:
         with safe_open(str(path), framework="pt") as f:
