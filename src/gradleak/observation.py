@@ -20,7 +20,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .errors import GradleakError, ObservationError, ShapeError
-from .validation import as_bool, as_float, as_int, as_mapping, as_str, check_keys
+from .validation import as_bool, as_column_statistics, as_float, as_int, as_mapping, as_str, check_keys
 from .fl.protocol import Protocol
 from .models.base import ModelSpec
 
@@ -86,11 +86,30 @@ class Observation:
             if t.dtype != self.parameters[k].dtype:
                 raise ObservationError(f"observation update[{k!r}] has dtype {_dtype(t)} but its parameter is "
                                        f"{_dtype(self.parameters[k])}")
+        self._check_data_fits()
         if not 1 <= self.num_samples <= MAX_SAMPLES:
             raise ObservationError(f"num_samples must be between 1 and {MAX_SAMPLES}, got {self.num_samples}")
         if self.labels is not None:
             check_labels(self.labels, num_samples=self.num_samples, num_classes=self.model.num_classes,
                          what="observation labels")
+
+    def _check_data_fits(self) -> None:
+        """The data record must describe this model's inputs and outputs (kind vs shape, class names)."""
+        from .data.schema import RECORD_KINDS
+
+        kind = self.data.get("kind", "image")
+        if kind in RECORD_KINDS and len(self.input_shape) not in (1, 2):
+            raise ShapeError(f"observation data kind {kind!r} needs records (F or T x F inputs) but model "
+                             f"{self.model.name!r} takes {self.input_shape}")
+        names = self.data.get("class_names")
+        classes = self.model.num_classes
+        if isinstance(names, list) and len(names) != classes and not (classes == 1 and len(names) == 2):
+            raise ShapeError(f"observation data names {len(names)} classes but model {self.model.name!r} has "
+                             f"{classes} outputs")
+        prior = self.data.get("prior")
+        if isinstance(prior, dict) and isinstance(prior.get("mean"), list) and len(prior["mean"]) != self.input_shape[-1]:
+            raise ShapeError(f"observation data prior has {len(prior['mean'])} column means but the inputs have "
+                             f"{self.input_shape[-1]} columns")
 
     # ------------------------------------------------------------------ model
     def build_model(self, *, device: str | torch.device = "cpu") -> nn.Module:
@@ -266,9 +285,14 @@ def _defense_record(raw: Any, *, where: str) -> dict[str, Any] | None:
     record = as_mapping(raw, what=where)
     if "name" not in record:
         raise ObservationError(f"{where}: missing field 'name'")
-    DEFENSES.get(as_str(record["name"], what=f"{where} name"))
-    if record.get("value") is not None:
-        as_float(record["value"], what=f"{where} value", minimum=0.0)
+    from .defenses import parse_defense
+
+    name = as_str(record["name"], what=f"{where} name")
+    DEFENSES.get(name)
+    value = record.get("value")
+    if value is not None:
+        as_float(value, what=f"{where} value")
+    parse_defense(name if value is None else f"{name}:{value}")  # the defense's own range checks (secagg:2.5...)
     return record
 
 
@@ -288,6 +312,8 @@ def _data_record(raw: Any, *, where: str) -> dict[str, Any]:
     names = data.get("class_names")
     if names is not None and (not isinstance(names, list) or not all(isinstance(n, str) for n in names)):
         raise ObservationError(f"{where} class_names must be a list of strings")
+    if data.get("prior") is not None:
+        as_column_statistics(data["prior"], what=f"{where} prior")
     if data.get("schema") is not None:
         from .data.schema import RecordSchema
 

@@ -106,6 +106,14 @@ JSON_CASES = {
     "data-min-string": (_json(_set("data", "min", value="a")), "min"),
     "data-range-inverted": (_json(lambda m: m["data"].update(min=1.0, max=0.0)), "max"),
     "data-kind-unknown": (_json(_set("data", "kind", value="video")), "kind"),
+    "data-kind-records-for-images": (_json(_set("data", "kind", value="tabular")), "kind"),
+    "data-class-names-count": (_json(_set("data", "class_names", value=["a"])), "classes"),
+    "data-prior-not-object": (_json(_set("data", "prior", value="x")), "prior"),
+    "data-prior-nan": (lambda obs: (obs / OBS_JSON).write_text((obs / OBS_JSON).read_text().replace(
+        '"data": {', '"data": {"prior": {"mean": [NaN], "std": [1.0]}, ')), "prior"),
+    "defense-value-out-of-range": (_json(_set("defense", value={"name": "secagg", "value": 2.5})), "secagg"),
+    "defense-name-misspelled": (_json(_set("defense", value={"name": "noize", "value": 0.1})), "did you mean 'noise'"),
+    "json-deeply-nested": (_raw_json(b"[" * 100000 + b"]" * 100000), "json"),
     "json-is-directory": (lambda obs: ((obs / OBS_JSON).unlink(), (obs / OBS_JSON).mkdir()), "observation.json"),
 }
 

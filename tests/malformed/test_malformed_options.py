@@ -63,6 +63,21 @@ SCENARIO_CASES = {
 }
 
 
+@pytest.mark.parametrize("content,needle", [
+    ('{"format": "gradleak.tabular-weights", "weights": {"tv_weight": "abc"}}', "tv_weight"),
+    ('{"format": "gradleak.tabular-weights", "weights": {}, "prior": "x"}', "prior"),
+    ("not json", "json"),
+], ids=["weights-value-word", "weights-prior-garbage", "weights-not-json"])
+def test_malformed_tabular_weights_file(tmp_path, refused, content, needle):
+    from gradleak.attacks.tabular import WEIGHTS_FORMAT
+
+    weights = tmp_path / "weights.json"
+    weights.write_text(content.replace("gradleak.tabular-weights", WEIGHTS_FORMAT))
+    out = tmp_path / "out"
+    refused(["attack", "--dataset", "breast-cancer", "--model", "mlp", "--attack", "tabular", "--option",
+             f"weights_file={weights}", "--quiet", "--out", out], out=out, needle=needle)
+
+
 @pytest.mark.parametrize("extra,needle", list(ATTACK_OPTION_CASES.values()), ids=list(ATTACK_OPTION_CASES))
 def test_malformed_attack_option(tmp_path, refused, extra, needle):
     out = tmp_path / "out"
