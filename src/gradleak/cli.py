@@ -267,9 +267,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+MAX_COUNT = 2**31 - 1  # integer flags above this are typos (torch counts and sizes are int32/int64)
+MAX_SEED = 2**63 - 1  # torch.manual_seed's range
+
+
 def _claim_out(args: argparse.Namespace) -> None:
-    """Check ``--out`` before the command's work (see outdir.claim_out); a command that adds to an
-    existing directory (a resumable sweep) sets ``out_replaced=False`` in its parser defaults."""
+    """Checks every command gets before its work: integer flags in range, the seed, and ``--out``
+    (see outdir.claim_out; a command that adds to an existing directory, a resumable sweep, sets
+    ``out_replaced=False`` in its parser defaults)."""
+    for name, value in vars(args).items():
+        if isinstance(value, int) and not isinstance(value, bool):
+            low, high = (0, MAX_SEED) if name == "seed" else (-MAX_COUNT, MAX_COUNT)
+            if not low <= value <= high:
+                raise GradleakError(f"--{name.replace('_', '-')} {value} is out of range ({low} to {high})")
     if getattr(args, "out", None) is None:
         return
     from .outdir import claim_out

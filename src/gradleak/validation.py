@@ -15,6 +15,8 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from .errors import GradleakError
 
+MAX_COUNT = 2**31 - 1  # iterations, restarts, sizes: larger values are typos, and overflow int32 kernels
+
 
 def did_you_mean(name: object, choices: Iterable[str]) -> str:
     """``"; did you mean 'x'?"`` for a close match of ``name`` among ``choices``, else ``""``.
@@ -113,7 +115,7 @@ def config_value(config_cls: type, name: str, value: Any, *, owner: str) -> Any:
 
     Typed by the hint (``int``, ``float``, ``bool``, ``str``, ``dict``, ``X | None``); ranges follow
     the default's sign, since every numeric option here is a count, a weight, a size or a tolerance:
-    an int whose default is >= 1 must be >= 1, other numbers with a non-negative default must be
+    an int whose default is >= 1 must be >= 1 (and at most MAX_COUNT), other numbers with a non-negative default must be
     >= 0, and step sizes (``lr``, ``*_lr``) must be > 0. Floats must be finite.
     """
     import dataclasses
@@ -140,7 +142,7 @@ def config_value(config_cls: type, name: str, value: Any, *, owner: str) -> Any:
     if origin is int:
         minimum = 1 if isinstance(default, int) and not isinstance(default, bool) and default >= 1 else (
             0 if non_negative else None)
-        return as_int(value, what=what, minimum=minimum)
+        return as_int(value, what=what, minimum=minimum, maximum=MAX_COUNT)
     if origin is float:
         step = name == "lr" or name.endswith("_lr")
         return as_float(value, what=what, minimum=0.0 if non_negative else None, positive=step)

@@ -20,6 +20,8 @@ ATTACK_OPTION_CASES = {
     "iterations-negative-flag": (["--iterations", "-3"], "iterations"),
     "restarts-zero-flag": (["--restarts", "0"], "restarts"),
     "restarts-list": (["--option", "restarts=[1,2]"], "restarts"),
+    "iterations-huge": (["--option", "iterations=99999999999999999999"], "iterations"),
+    "iterations-flag-huge": (["--iterations", "99999999999999999999"], "iterations"),
     "lr-nan": (["--option", "lr=NaN"], "lr"),
     "lr-infinity": (["--option", "lr=Infinity"], "lr"),
     "lr-overflow": (["--option", "lr=1e999"], "lr"),
@@ -60,6 +62,12 @@ SCENARIO_CASES = {
     "medmnist-root-missing": (["--dataset", "medmnist:bloodmnist", "--model", "lenet", "--data-root",
                                "/nonexistent/medmnist"], "/nonexistent/medmnist"),
     "seed-word": (["--dataset", "digits", "--model", "lenet", "--seed", "x"], "seed"),
+    "seed-negative": (["--dataset", "digits", "--model", "lenet", "--seed", "-5"], "seed"),
+    "seed-huge": (["--dataset", "digits", "--model", "lenet", "--seed", "99999999999999999999999"], "seed"),
+    "local-epochs-huge": (["--dataset", "digits", "--model", "lenet", "--protocol", "fedavg", "--local-epochs",
+                           "99999999999999999999"], "local-epochs"),
+    "trained-steps-huge": (["--dataset", "digits", "--model", "lenet", "--trained-steps", "99999999999999999999"],
+                           "trained-steps"),
 }
 
 
