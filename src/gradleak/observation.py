@@ -234,6 +234,9 @@ class GroundTruth:
             raise ObservationError(f"{directory / TRUTH_TENSORS}: inputs contain NaN or Inf")
         check_labels(tensors["labels"], num_samples=inputs.shape[0], num_classes=None,
                      what=f"{directory / TRUTH_TENSORS}: labels")
+        if "indices" in tensors:  # provenance: positions in the source dataset
+            check_labels(tensors["indices"], num_samples=inputs.shape[0], num_classes=None,
+                         what=f"{directory / TRUTH_TENSORS}: indices")
         return cls(inputs=inputs, labels=tensors["labels"], indices=tensors.get("indices"))
 
     def check_against(self, observation: Observation) -> None:

@@ -110,6 +110,15 @@ def test_malformed_journal_on_resume(tmp_path, refused):
     assert sorted(p.name for p in sweep.iterdir()) == ["results.jsonl"]
 
 
+def test_journal_is_a_directory(tmp_path, refused):
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(GOOD_GRID)
+    sweep = tmp_path / "sweep"
+    (sweep / "results.jsonl").mkdir(parents=True)
+    refused(["sweep", grid, "--quiet", "--out", sweep], out=None, needle="not a file")
+    assert sorted(p.name for p in sweep.iterdir()) == ["results.jsonl"]
+
+
 # -------------------------------------------------------------------------------- plugins
 PLUGIN_CASES = {
     "plugin-sys-exit": ("import sys\nsys.exit(3)\n", "sys.exit(3)"),

@@ -170,6 +170,7 @@ TRUTH_CASES = {
     "truth-labels-out-of-range": (_truth(lambda t: t.__setitem__("labels", torch.tensor([0, 99]))), "labels"),
     "truth-labels-count": (_truth(lambda t: t.__setitem__("labels", torch.tensor([0]))), "labels"),
     "truth-labels-float": (_truth(lambda t: t.__setitem__("labels", torch.tensor([0.0, 1.0]))), "labels"),
+    "truth-indices-float": (_truth(lambda t: t.__setitem__("indices", torch.tensor([0.5, 1.5]))), "indices"),
     "truth-json-missing": (lambda gt: (gt / "ground_truth.json").unlink(), "missing"),
     "truth-dir-missing": (lambda gt: __import__("shutil").rmtree(gt), ("does not exist", "missing")),
 }

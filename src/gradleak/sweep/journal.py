@@ -45,6 +45,8 @@ class Journal:
     def _read_and_repair(self) -> list[dict[str, Any]]:
         if not self.path.exists():
             return []
+        if not self.path.is_file():
+            raise DataError(f"{self.path} is not a file; the results journal must be one")
         data = self.path.read_bytes()
         end = data.rfind(b"\n") + 1  # everything after the last newline is a torn write
         if end < len(data):
