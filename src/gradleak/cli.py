@@ -271,7 +271,7 @@ MAX_COUNT = 2**31 - 1  # integer flags above this are typos (torch counts and si
 MAX_SEED = 2**63 - 1  # torch.manual_seed's range
 
 
-def _claim_out(args: argparse.Namespace) -> None:
+def _preflight(args: argparse.Namespace) -> None:
     """Checks every command gets before its work: integer flags in range, the seed, and ``--out``
     (see outdir.claim_out; a command that adds to an existing directory, a resumable sweep, sets
     ``out_replaced=False`` in its parser defaults)."""
@@ -297,7 +297,7 @@ def _release_out() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        _claim_out(args)
+        _preflight(args)
         with warnings.catch_warnings():  # library warnings become one plain line each
             warnings.showwarning = _note
             code = args.func(args)  # a command may return a non-zero status (e.g. inspect: 1 = alarm)
