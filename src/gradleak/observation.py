@@ -151,12 +151,13 @@ class Observation:
     @classmethod
     def load(cls, directory: str | Path) -> "Observation":
         """Read and check a saved observation: every JSON field's type, every tensor's dtype and shape."""
+        directory = Path(directory)
         try:
-            return cls._load(Path(directory))
-        except (ObservationError, ShapeError):
-            raise
-        except GradleakError as exc:  # a field a strict reader refused: the file is what is wrong
-            raise ObservationError(str(exc)) from None
+            return cls._load(directory)
+        except GradleakError as exc:  # name the observation in every message, whichever check refused it
+            message = str(exc) if str(directory) in str(exc) else f"{directory}: {exc}"
+            kind = type(exc) if isinstance(exc, (ObservationError, ShapeError)) else ObservationError
+            raise kind(message) from None
 
     @classmethod
     def _load(cls, directory: Path) -> "Observation":
@@ -236,7 +237,7 @@ class GroundTruth:
                      what=f"{directory / TRUTH_TENSORS}: labels")
         if "indices" in tensors:  # provenance: positions in the source dataset
             check_labels(tensors["indices"], num_samples=inputs.shape[0], num_classes=None,
-                         what=f"{directory / TRUTH_TENSORS}: indices")
+                         what=f"{directory / TRUTH_TENSORS}: indices", noun="dataset positions")
         return cls(inputs=inputs, labels=tensors["labels"], indices=tensors.get("indices"))
 
     def check_against(self, observation: Observation) -> None:
@@ -260,16 +261,17 @@ def _dtype(t: torch.Tensor) -> str:
     return str(t.dtype).removeprefix("torch.")
 
 
-def check_labels(labels: torch.Tensor, *, num_samples: int, num_classes: int | None, what: str) -> None:
+def check_labels(labels: torch.Tensor, *, num_samples: int, num_classes: int | None, what: str,
+                 noun: str = "class indices") -> None:
     """Class indices: integer dtype, one per sample, in ``[0, num_classes)`` (a single-logit model: 0 or 1)."""
     if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
-        raise ObservationError(f"{what} have dtype {_dtype(labels)}; expected integer class indices")
+        raise ObservationError(f"{what} have dtype {_dtype(labels)}; expected integer {noun}")
     if tuple(labels.shape) != (num_samples,):
         raise ShapeError(f"{what} have shape {tuple(labels.shape)}; expected ({num_samples},), one per sample")
     classes = None if num_classes is None else max(num_classes, 2)
     if labels.numel() and (int(labels.min()) < 0 or (classes is not None and int(labels.max()) >= classes)):
         valid = "non-negative" if classes is None else f"in [0, {classes - 1}]"
-        raise ObservationError(f"{what} hold {labels.tolist()[:8]}; class indices must be {valid}")
+        raise ObservationError(f"{what} hold {labels.tolist()[:8]}; {noun} must be {valid}")
 
 
 def _check_directory(directory: Path, *, what: str, file: str) -> None:
@@ -353,7 +355,7 @@ def _read_json(path: Path, *, expected_format: str) -> dict[str, Any]:
     if not isinstance(meta, dict) or meta.get("format") != expected_format:
         raise ObservationError(f"{path} is not a {expected_format} file")
     if type(meta.get("version")) is not int or meta.get("version") != FORMAT_VERSION:
-        raise ObservationError(f"{path}: unsupported version {meta.get('version')!r} (expected {FORMAT_VERSION})")
+        raise ObservationError(f"{path}: version must be the integer {FORMAT_VERSION}, got {meta.get('version')!r}")
     return meta
 
 
