@@ -21,10 +21,35 @@ from .errors import GradleakError
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse that reports errors on a single line (exit status 2)."""
+    """argparse that reports errors on a single line (exit status 2), with a "did you mean"."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message}\n")
+        self.exit(2, f"{self.prog}: error: {message}{_suggestion(self, message)}\n")
+
+
+def _suggestion(parser: argparse.ArgumentParser, message: str) -> str:
+    """A close match for argparse's "invalid choice: 'x'" or "unrecognized arguments: --x"."""
+    import re
+
+    from .validation import did_you_mean
+
+    choice = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+    if choice:
+        return did_you_mean(choice.group(1), re.findall(r"'([^']*)'", choice.group(2)))
+    unknown = re.search(r"unrecognized arguments: (--[^\s=]+)", message)
+    if unknown:
+        return did_you_mean(unknown.group(1), sorted(_option_strings(parser)))
+    return ""
+
+
+def _option_strings(parser: argparse.ArgumentParser) -> set[str]:
+    """Every long option of ``parser`` and of its sub-commands (argparse reports extras at the top)."""
+    found = {o for o in parser._option_string_actions if o.startswith("--")}
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                found |= _option_strings(sub)
+    return found
 
 
 # Every module under gradleak/commands/ adds a sub-command: each defines ``register(sub)``, which

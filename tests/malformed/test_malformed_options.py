@@ -118,3 +118,13 @@ def test_malformed_scenario(tmp_path, refused, argv, needle):
 def test_malformed_other_commands(tmp_path, refused, argv, needle):
     out = tmp_path / "out"
     refused([*argv, "--out", out], out=out, needle=needle)
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["atack", "--attack", "idlg"], "did you mean 'attack'"),
+    (["observe", "--dataset", "digits", "--model", "lenet", "--batchsize", "2"], "did you mean '--batch-size'"),
+    (["attack", "--attack", "idlg", "--device", "cdua"], "did you mean 'cuda'"),
+], ids=["command-misspelled", "flag-misspelled", "choice-misspelled"])
+def test_argparse_errors_suggest(tmp_path, refused, argv, needle):
+    out = tmp_path / "out"
+    refused([*argv, "--out", out], out=out, needle=needle)
