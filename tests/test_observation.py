@@ -116,7 +116,7 @@ def test_corrupt_json_is_refused(tmp_path, digits_observation, content):
 
 
 def test_missing_files_are_refused(tmp_path, digits_observation):
-    with pytest.raises(ObservationError, match="missing file"):
+    with pytest.raises(ObservationError, match="does not exist"):
         Observation.load(tmp_path / "nowhere")
     obs, _ = digits_observation
     obs.save(tmp_path)

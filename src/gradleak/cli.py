@@ -21,10 +21,35 @@ from .errors import GradleakError
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse that reports errors on a single line (exit status 2)."""
+    """argparse that reports errors on a single line (exit status 2), with a "did you mean"."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message}\n")
+        self.exit(2, f"{self.prog}: error: {message}{_suggestion(self, message)}\n")
+
+
+def _suggestion(parser: argparse.ArgumentParser, message: str) -> str:
+    """A close match for argparse's "invalid choice: 'x'" or "unrecognized arguments: --x"."""
+    import re
+
+    from .validation import did_you_mean
+
+    choice = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+    if choice:
+        return did_you_mean(choice.group(1), re.findall(r"'([^']*)'", choice.group(2)))
+    unknown = re.search(r"unrecognized arguments: (--[^\s=]+)", message)
+    if unknown:
+        return did_you_mean(unknown.group(1), sorted(_option_strings(parser)))
+    return ""
+
+
+def _option_strings(parser: argparse.ArgumentParser) -> set[str]:
+    """Every long option of ``parser`` and of its sub-commands (argparse reports extras at the top)."""
+    found = {o for o in parser._option_string_actions if o.startswith("--")}
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                found |= _option_strings(sub)
+    return found
 
 
 # Every module under gradleak/commands/ adds a sub-command: each defines ``register(sub)``, which
@@ -184,11 +209,8 @@ def cmd_attack(args: argparse.Namespace) -> None:
             raise GradleakError("give either --observation or --dataset/--model, not both")
         observation = Observation.load(args.observation)
         truth = GroundTruth.load(args.ground_truth) if args.ground_truth else None
-        if truth is not None and tuple(truth.inputs.shape) != (observation.num_samples, *observation.input_shape):
-            raise GradleakError(
-                f"ground truth inputs have shape {tuple(truth.inputs.shape)} but the observation is "
-                f"{(observation.num_samples, *observation.input_shape)}"
-            )
+        if truth is not None:
+            truth.check_against(observation)
         config["observation"] = str(args.observation)
     else:
         if not args.dataset or not args.model:
@@ -272,9 +294,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+MAX_COUNT = 2**31 - 1  # integer flags above this are typos (torch counts and sizes are int32/int64)
+MAX_SEED = 2**63 - 1  # torch.manual_seed's range
+
+
+def _preflight(args: argparse.Namespace) -> None:
+    """Checks every command gets before its work: integer flags in range, the seed, and ``--out``
+    (see outdir.claim_out; a command that adds to an existing directory, a resumable sweep, sets
+    ``out_replaced=False`` in its parser defaults)."""
+    for name, value in vars(args).items():
+        if isinstance(value, int) and not isinstance(value, bool):
+            low, high = (0, MAX_SEED) if name == "seed" else (-MAX_COUNT, MAX_COUNT)
+            if not low <= value <= high:
+                raise GradleakError(f"--{name.replace('_', '-')} {value} is out of range ({low} to {high})")
+    if getattr(args, "out", None) is None:
+        return
+    from .outdir import claim_out
+
+    inputs = [v for k, v in vars(args).items() if k != "out" and isinstance(v, Path)]
+    claim_out(args.out, inputs=inputs, replaces=getattr(args, "out_replaced", True))
+
+
+def _release_out() -> None:
+    from .outdir import release_claims
+
+    release_claims()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        _preflight(args)
         with warnings.catch_warnings():  # library warnings become one plain line each
             warnings.showwarning = _note
             code = args.func(args)  # a command may return a non-zero status (e.g. inspect: 1 = alarm)
@@ -284,6 +334,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("gradleak: interrupted", file=sys.stderr)
         return 130
+    finally:
+        _release_out()
     return int(code or 0)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Callable, Generic, Iterator, TypeVar
 
 from .errors import UnknownNameError
+from .validation import did_you_mean
 
 T = TypeVar("T")
 
@@ -36,9 +37,10 @@ class Registry(Generic[T]):
     def get(self, name: str) -> T:
         try:
             return self._entries[name]
-        except KeyError:
+        except (KeyError, TypeError):  # TypeError: an unhashable name read from a file
             raise UnknownNameError(
                 f"unknown {self.kind} {name!r}; choose one of: {', '.join(self.names())}"
+                f"{did_you_mean(name, self.names())}"
             ) from None
 
     def describe(self, name: str) -> str:

@@ -124,11 +124,20 @@ def register_attack(name: str, *, description: str = "") -> Callable[[type[Attac
 
 def make_config(config_cls: type, values: dict[str, Any], *, owner: str) -> Any:
     """Build a config dataclass, naming unknown keys and the valid ones."""
+    from ..validation import config_value, did_you_mean
+
     valid = [f.name for f in dataclasses.fields(config_cls)]
     unknown = sorted(set(values) - set(valid))
     if unknown:
-        raise GradleakError(f"unknown option(s) {', '.join(unknown)} for {owner}; valid: {', '.join(valid)}")
-    return config_cls(**values)
+        raise GradleakError(f"unknown option(s) {', '.join(unknown)} for {owner}; valid: {', '.join(valid)}"
+                            f"{did_you_mean(unknown[0], valid)}")
+    checked = {k: config_value(config_cls, k, v, owner=owner) for k, v in values.items()}
+    try:
+        return config_cls(**checked)
+    except GradleakError:
+        raise
+    except (TypeError, ValueError, KeyError) as exc:  # a config's own check that was not written as GradleakError
+        raise GradleakError(f"{owner}: {exc.__class__.__name__}: {exc}") from None
 
 
 def create_attack(name: str, **config: Any) -> Attack:

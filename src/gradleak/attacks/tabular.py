@@ -103,6 +103,12 @@ def read_weights(path: Path) -> dict[str, Any]:
     weights = content.get("weights")
     if not isinstance(weights, dict) or set(weights) - set(WEIGHT_FIELDS):
         raise GradleakError(f"{path}: 'weights' must map some of {', '.join(WEIGHT_FIELDS)} to numbers")
+    from ..validation import as_column_statistics, as_float
+
+    for name, value in weights.items():
+        as_float(value, what=f"{path}: weights {name}", minimum=0.0)
+    if content.get("prior") is not None:
+        as_column_statistics(content["prior"], what=f"{path}: prior")
     return content
 
 

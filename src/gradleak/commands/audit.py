@@ -80,12 +80,20 @@ def load_plugin(target: str) -> None:
             spec = importlib.util.spec_from_file_location(name, path)
             module = importlib.util.module_from_spec(spec)
             sys.modules[spec.name] = module
-            spec.loader.exec_module(module)
+            try:
+                spec.loader.exec_module(module)
+            except BaseException:  # a half-run plugin must not count as loaded
+                sys.modules.pop(spec.name, None)
+                raise
         else:
             importlib.import_module(target)
     except GradleakError:
         raise
-    except Exception as exc:  # the user's code: any failure becomes one line naming it
+    except KeyboardInterrupt:
+        raise
+    except SystemExit as exc:  # sys.exit() in a plugin must not end gradleak silently (with its status)
+        raise GradleakError(f"--plugin {target} failed: it called sys.exit({exc.code!r}) while being imported") from None
+    except BaseException as exc:  # the user's code: any failure becomes one line naming it
         raise GradleakError(f"--plugin {target} failed: {exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
 
 

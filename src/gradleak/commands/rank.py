@@ -10,7 +10,10 @@ writes ``rank.json``, ``config.json`` and ``rank.png`` there (atomically).
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
+
+MAX_INPUT_ENTRIES = 2**22  # per-sample input entries --input-shape may ask for (3 x 1024 x 1024 is 3.1M)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -36,6 +39,9 @@ def parse_shape(text: str) -> tuple[int, ...]:
         shape = ()
     if not shape or any(s < 1 for s in shape):
         raise GradleakError(f"--input-shape expects positive sizes like 3,32,32; got {text!r}")
+    if math.prod(shape) > MAX_INPUT_ENTRIES:  # the analysis builds the model and a random input of this size
+        raise GradleakError(f"--input-shape {text} has {math.prod(shape):,} entries per sample; at most "
+                            f"{MAX_INPUT_ENTRIES:,} are analysed (e.g. 3,512,512)")
     return shape
 
 

@@ -52,7 +52,7 @@ def register(sub) -> None:
     p.add_argument("--workers", type=int, default=1, help="cells run in parallel (default 1)")
     p.add_argument("--address", default=None, help="ray: address of an existing cluster (default: start a local Ray)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=cmd_sweep)
+    p.set_defaults(func=cmd_sweep, out_replaced=False)  # --out is added to (resumed), not replaced
 
     p = sub.add_parser("report", help="aggregate a sweep directory: mean +- std over seeds, tables and plots")
     p.add_argument("directory", type=Path, help="the --out directory of `gradleak sweep`")

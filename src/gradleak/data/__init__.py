@@ -19,6 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import DataError, UnknownNameError
+from ..validation import did_you_mean
 from . import digits, faces, histology, ihm_synthetic, medmnist, mimic3, tabular  # noqa: F401  (modules register themselves)
 from .base import Dataset
 from .entry import DATASETS, SPLITS, DatasetEntry, LoadRequest, register_dataset
@@ -52,14 +53,15 @@ def _resolve(name: str) -> tuple[str, DatasetEntry, str | None]:
         parametric = [k for k in DATASETS.names() if DATASETS.get(k).variants]
         flags = "; ".join(f"{k} flags: {', '.join(DATASETS.get(k).variants)}" for k in parametric)
         suffix = f" ({flags})" if flags else ""
-        raise UnknownNameError(f"unknown dataset {name!r}; choose one of: {', '.join(_display_names())}{suffix}")
+        hint = did_you_mean(key, DATASETS.names()) if has_variant else did_you_mean(name, DATASETS.names())
+        raise UnknownNameError(f"unknown dataset {name!r}; choose one of: {', '.join(_display_names())}{suffix}{hint}")
     entry = DATASETS.get(key)
     if entry.variants:
         if variant not in entry.variants:
             shown = repr(variant) if has_variant else "(none given)"
             raise UnknownNameError(
                 f"unknown {key} flag {shown} in {name!r}; choose one of: "
-                + ", ".join(f"{key}:{v}" for v in entry.variants)
+                + ", ".join(f"{key}:{v}" for v in entry.variants) + did_you_mean(variant, entry.variants)
             )
         return key, entry, variant
     if has_variant:

@@ -233,8 +233,18 @@ def apply_defense(defense: Defense, observation: Observation, *, generator: torc
     return dataclasses.replace(observation, update=update, defense=defense.describe())
 
 
+# A typical value per defense, for error messages and `gradleak defenses` (a sensible default is "1").
+EXAMPLE_VALUES = {"noise": "0.01", "laplace": "0.01", "clip": "1.0", "prune": "0.9", "prune-global": "0.9",
+                  "secagg": "8", "batch": "8", "steps": "4", "dpsgd": "1.0", "perturb": "1.0", "bido": "0.05"}
+
+
 def _example(cls: type[Defense]) -> str:
-    return {"noise": "0.01", "laplace": "0.01", "clip": "1.0", "prune": "0.9"}.get(cls.name, "1")
+    return EXAMPLE_VALUES.get(cls.name, "1")
+
+
+def example_spec(cls: type[Defense]) -> str:
+    """A spec that works, e.g. ``noise:0.01``; the bare name for defenses that take no value."""
+    return f"{cls.name}:{_example(cls)}" if cls.takes_value else cls.name
 
 
 def require(condition: bool, message: str) -> None:

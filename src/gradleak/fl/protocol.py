@@ -62,12 +62,18 @@ class Protocol:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, d: dict[str, Any]) -> "Protocol":
+    def from_json(cls, d: Any, *, where: str = "protocol") -> "Protocol":
+        """Strict: JSON types exactly (``"0.1"``, ``1.5`` epochs or ``true`` are refused, not coerced)."""
+        from ..validation import as_float, as_int, as_mapping, as_str, check_keys
+
+        d = as_mapping(d, what=where)
+        check_keys(d, where=where, required=("name",), optional=("lr", "local_epochs", "local_batch_size"))
+        batch = d.get("local_batch_size")
         return cls(
-            name=str(d["name"]),
-            lr=float(d.get("lr", 0.1)),
-            local_epochs=int(d.get("local_epochs", 1)),
-            local_batch_size=None if d.get("local_batch_size") is None else int(d["local_batch_size"]),
+            name=as_str(d["name"], what=f"{where} name"),
+            lr=as_float(d.get("lr", 0.1), what=f"{where} lr", positive=True),
+            local_epochs=as_int(d.get("local_epochs", 1), what=f"{where} local_epochs", minimum=1),
+            local_batch_size=None if batch is None else as_int(batch, what=f"{where} local_batch_size", minimum=1),
         )
 
 

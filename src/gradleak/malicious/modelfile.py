@@ -62,8 +62,10 @@ def _sniff(path: Path) -> None:
 def load_model_file(path: str | Path, *, spec: str | Path | None = None) -> tuple[dict[str, torch.Tensor], ModelSpec | None]:
     """(state dict, spec or None) of a model file; anything else raises :class:`DataError`."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise DataError(f"model file {path} does not exist")
+    if not path.is_file():
+        raise DataError(f"model file {path} is not a file")
     _sniff(path)
     try:
         with safe_open(str(path), framework="pt") as f:
@@ -94,7 +96,7 @@ def _read_spec(path: Path) -> Any:
     if not path.is_file():
         raise DataError(f"model spec {path} does not exist")
     try:
-        text = path.read_text()
+        text = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError:
         raise DataError(f"model spec {path} is not a JSON text file") from None
     data = _parse(text, str(path))
@@ -104,7 +106,11 @@ def _read_spec(path: Path) -> Any:
 
 
 def _to_spec(raw: Any, where: Path) -> ModelSpec:
+    from ..errors import GradleakError
+
     try:
-        return ModelSpec.from_json(raw)
+        return ModelSpec.from_json(raw, where=f"{where}: model spec")  # strict: names the bad field
+    except GradleakError as exc:
+        raise DataError(str(exc)) from None
     except (KeyError, TypeError, ValueError, AttributeError):
         raise DataError(f"{where}: not a model spec (needs name, input_shape, num_classes)") from None

@@ -30,12 +30,17 @@ class ModelSpec:
         return d
 
     @classmethod
-    def from_json(cls, d: dict[str, Any]) -> "ModelSpec":
+    def from_json(cls, d: Any, *, where: str = "model") -> "ModelSpec":
+        """Strict: JSON types exactly (a file saying ``"10"`` or ``8.5`` is refused, not coerced)."""
+        from ..validation import as_int, as_mapping, as_shape, as_str, check_keys
+
+        d = as_mapping(d, what=where)
+        check_keys(d, where=where, required=("name", "input_shape", "num_classes"), optional=("options",))
         return cls(
-            name=str(d["name"]),
-            input_shape=tuple(int(v) for v in d["input_shape"]),
-            num_classes=int(d["num_classes"]),
-            options=dict(d.get("options", {})),
+            name=as_str(d["name"], what=f"{where} name"),
+            input_shape=as_shape(d["input_shape"], what=f"{where} input_shape"),
+            num_classes=as_int(d["num_classes"], what=f"{where} num_classes", minimum=1),
+            options=dict(as_mapping(d.get("options", {}), what=f"{where} options")),
         )
 
 

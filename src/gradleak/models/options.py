@@ -60,8 +60,10 @@ def parse_options(model: str, options_type: type[O], options: Mapping[str, Any])
     unknown = sorted(set(options) - set(fields))
     if unknown:
         valid = ", ".join(fields) if fields else "(none)"
+        from ..validation import did_you_mean
+
         raise GradleakError(
-            f"model {model!r} has no option {unknown[0]!r}; valid options: {valid}"
+            f"model {model!r} has no option {unknown[0]!r}; valid options: {valid}{did_you_mean(unknown[0], fields)}"
         )
     values: dict[str, Any] = {}
     for name, value in options.items():

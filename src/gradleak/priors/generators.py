@@ -45,12 +45,14 @@ class GeneratorSpec:
         unknown = sorted(set(data) - valid)
         if unknown:
             raise GradleakError(f"generator spec has unknown key(s) {', '.join(unknown)}; valid: {', '.join(sorted(valid))}")
-        try:
-            shape = tuple(int(s) for s in data["shape"])
-            spec = cls(arch=str(data["arch"]), shape=shape, latent_dim=int(data.get("latent_dim", 64)),
-                       width=int(data.get("width", 64)))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise GradleakError(f"generator spec is malformed ({exc!r}): {data!r}") from None
+        from ..validation import as_int, as_shape, as_str
+
+        if "arch" not in data or "shape" not in data:
+            raise GradleakError(f"generator spec needs 'arch' and 'shape', got keys {sorted(data)}")
+        spec = cls(arch=as_str(data["arch"], what="generator spec arch"),  # strict: "64" or 8.5 are refused
+                   shape=as_shape(data["shape"], what="generator spec shape"),
+                   latent_dim=as_int(data.get("latent_dim", 64), what="generator spec latent_dim"),
+                   width=as_int(data.get("width", 64), what="generator spec width"))
         spec.validate()
         return spec
 

@@ -32,10 +32,38 @@ def _group_key(params: dict[str, Any]) -> tuple:
     return (*(params[k] for k in GROUP_KEYS), extra)
 
 
+# What a record's params must hold for grouping, and their JSON types.
+PARAM_TYPES: dict[str, type] = {"dataset": str, "model": str, "attack": str, "defense": str, "batch_size": int,
+                                "seed": int}
+
+
+def _check_record(r: dict[str, Any]) -> None:
+    """Refuse a journal record that cannot be grouped or averaged, naming its cell and field."""
+    from ..errors import DataError
+
+    params = r.get("params")
+    if not isinstance(params, dict):
+        raise DataError(f"results record of cell {r.get('cell')!r} has no 'params' object")
+    for key, kind in PARAM_TYPES.items():
+        if not isinstance(params.get(key), kind) or isinstance(params.get(key), bool):
+            raise DataError(f"results record of cell {r['cell']!r}: params {key!r} must be a {kind.__name__}, "
+                            f"got {params.get(key)!r}")
+    if r.get("status") == "ok":
+        metrics = r.get("metrics")
+        if not isinstance(metrics, dict):
+            raise DataError(f"results record of cell {r['cell']!r} has status ok but no 'metrics' object")
+        for metric in METRICS:
+            v = metrics.get(metric)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+                raise DataError(f"results record of cell {r['cell']!r}: metric {metric!r} must be a number or "
+                                f"null, got {v!r}")
+
+
 def aggregate(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per group: count of seeds, failures, and mean/std (sample std, n-1) per metric."""
     groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
     for r in records:
+        _check_record(r)
         groups[_group_key(r["params"])].append(r)
     rows = []
     for key, members in groups.items():

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import GradleakError
+from ..validation import as_bool, as_float, as_int, as_mapping, as_str, check_keys, did_you_mean
 
 AXES = ("datasets", "models", "attacks", "batch_sizes", "defenses", "seeds")
 # Scenario settings a grid may fix for all cells (the Scenario fields that are not axes).
@@ -85,50 +86,93 @@ def _attack_entry(entry: Any, shared: dict[str, Any]) -> tuple[str, dict[str, An
     raise GradleakError(f"grid: an attack must be a name or {{name: ..., options: {{...}}}}, got {entry!r}")
 
 
-def _int_list(values: list[Any], *, key: str, minimum: int) -> list[int]:
+def _int_list(values: list[Any], *, key: str, minimum: int, maximum: int) -> list[int]:
     for v in values:
-        if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
-            raise GradleakError(f"grid: {key} must hold integers >= {minimum}, got {v!r}")
+        if isinstance(v, bool) or not isinstance(v, int) or not minimum <= v <= maximum:
+            raise GradleakError(f"grid: {key} must hold integers from {minimum} to {maximum}, got {v!r}")
     return values
+
+
+# How each shared scenario setting is read: YAML's own types, no coercion ("16" is not 16).
+_SCENARIO_READERS = {
+    "protocol": lambda v, w: as_str(v, what=w),
+    "local_epochs": lambda v, w: as_int(v, what=w, minimum=1),
+    "local_batch_size": lambda v, w: None if v is None else as_int(v, what=w, minimum=1),
+    "local_lr": lambda v, w: as_float(v, what=w, positive=True),
+    "trained_steps": lambda v, w: as_int(v, what=w, minimum=0),
+    "train_mode": lambda v, w: as_bool(v, what=w),
+    "share_labels": lambda v, w: as_bool(v, what=w),
+    "image_size": lambda v, w: None if v is None else as_int(v, what=w, minimum=1),
+    "grayscale": lambda v, w: as_bool(v, what=w),
+    "data_root": lambda v, w: None if v is None else as_str(v, what=w),
+    "model_options": lambda v, w: as_mapping(v, what=w),
+}
+
+
+def _check_scenario(scenario: dict[str, Any], *, models: list[str]) -> None:
+    """Type-check the shared settings, and the protocol and model options against their registries."""
+    from ..fl.protocol import PROTOCOLS
+    from ..models import complete_options
+
+    for key, value in scenario.items():
+        _SCENARIO_READERS[key](value, f"grid: scenario {key}")
+    if "protocol" in scenario:
+        PROTOCOLS.get(scenario["protocol"])
+    for model in models:
+        complete_options(model, **scenario.get("model_options", {}))
 
 
 def parse_grid(raw: Any) -> Grid:
     """Validate a grid mapping (names are checked against the registries) and expand it."""
-    from ..attacks import create_attack
-    from ..data import list_datasets
+    from ..attacks import ATTACKS, create_attack
     from ..models import MODELS
 
     if not isinstance(raw, dict):
         raise GradleakError("grid: the file must hold a mapping of axes (datasets, models, attacks, ...)")
-    unknown = sorted(set(raw) - set(AXES) - {"scenario", "attack_options"})
+    unknown = sorted(set(raw) - set(AXES) - {"scenario", "attack_options"}, key=str)
     if unknown:
-        raise GradleakError(f"grid: unknown key(s) {', '.join(unknown)}; valid: {', '.join(AXES)}, scenario, attack_options")
+        raise GradleakError(f"grid: unknown key(s) {', '.join(map(str, unknown))}; "
+                            f"valid: {', '.join(AXES)}, scenario, attack_options"
+                            f"{did_you_mean(unknown[0], (*AXES, 'scenario', 'attack_options'))}")
     missing = [k for k in ("datasets", "models", "attacks") if k not in raw]
     if missing:
         raise GradleakError(f"grid: missing {', '.join(missing)}")
     axes = {k: _as_list(raw.get(k, DEFAULT_AXES.get(k)), key=k) for k in AXES}
     scenario = raw.get("scenario") or {}
-    if not isinstance(scenario, dict) or set(scenario) - set(SCENARIO_KEYS):
-        bad = sorted(set(scenario) - set(SCENARIO_KEYS)) if isinstance(scenario, dict) else scenario
-        raise GradleakError(f"grid: scenario has unknown setting(s) {bad}; valid: {', '.join(SCENARIO_KEYS)}")
+    if not isinstance(scenario, dict):
+        raise GradleakError(f"grid: scenario must be a mapping of setting: value, got {scenario!r}")
+    check_keys(scenario, where="grid: scenario", optional=SCENARIO_KEYS)
     shared_options = raw.get("attack_options") or {}
     if not isinstance(shared_options, dict):
         raise GradleakError("grid: attack_options must map attack names to option mappings")
-    known = {d["name"] for d in list_datasets()}
+    from ..data import _resolve
+
     for name in axes["datasets"]:
-        if not isinstance(name, str) or (name not in known and not name.startswith("medmnist:")):
-            raise GradleakError(f"grid: unknown dataset {name!r}; choose from {', '.join(sorted(known))}")
+        if not isinstance(name, str):
+            raise GradleakError(f"grid: a dataset must be a name, got {name!r}")
+        _resolve(name)  # unknown names and medmnist flags fail here, with a close match when there is one
     for name in axes["models"]:
-        MODELS.get(str(name))
+        if not isinstance(name, str):
+            raise GradleakError(f"grid: a model must be a name, got {name!r}")
+        MODELS.get(name)
+    _check_scenario(scenario, models=axes["models"])
+    for name, options in shared_options.items():
+        ATTACKS.get(name)  # attack_options for an attack nobody runs is a typo
+        if not isinstance(options, dict):
+            raise GradleakError(f"grid: attack_options of {name!r} must be a mapping of option: value")
     attacks = [_attack_entry(a, shared_options) for a in axes["attacks"]]
     for name, options in attacks:
         create_attack(name, **options)  # unknown names or options fail before any cell runs
-    _int_list(axes["batch_sizes"], key="batch_sizes", minimum=1)
-    _int_list(axes["seeds"], key="seeds", minimum=0)
+    from ..observation import MAX_SAMPLES
+
+    _int_list(axes["batch_sizes"], key="batch_sizes", minimum=1, maximum=MAX_SAMPLES)
+    _int_list(axes["seeds"], key="seeds", minimum=0, maximum=2**63 - 1)  # torch.manual_seed's range
     from .cell import check_defense
 
     for spec in axes["defenses"]:
-        check_defense(str(spec))
+        if not isinstance(spec, str):
+            raise GradleakError(f"grid: a defense must be a spec such as none or noise:0.01, got {spec!r}")
+        check_defense(spec)
     cells = tuple(
         Cell(dataset=d, model=m, attack=a, attack_options=o, batch_size=b, defense=str(df), seed=s, scenario=dict(scenario))
         for d, m, (a, o), b, df, s in itertools.product(
@@ -142,10 +186,14 @@ def load_grid(path: str | Path) -> Grid:
     import yaml
 
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise GradleakError(f"grid file {path} does not exist")
+    if not path.is_file():
+        raise GradleakError(f"grid file {path} is not a file")
     try:
-        raw = yaml.safe_load(path.read_text())
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raw = yaml.safe_load(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError:
+        raise GradleakError(f"grid file {path} is not UTF-8 text") from None
+    except (yaml.YAMLError, RecursionError) as exc:
         raise GradleakError(f"grid file {path} is not valid YAML ({exc.__class__.__name__})") from None
     return parse_grid(raw)

@@ -15,6 +15,26 @@ from ..errors import DataError
 from ..outdir import _finite
 
 
+# Fields of a cell record and the JSON type each must have when present ("cell" always is).
+RECORD_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "cell": str, "status": str, "params": dict, "metrics": dict, "error": str, "version": str,
+    "wall_seconds": (int, float),
+}
+
+
+def _record_problem(record: Any) -> str:
+    """What is wrong with a journal line's record ("" when nothing is)."""
+    if not isinstance(record, dict):
+        return f"a JSON {type(record).__name__}, not an object"
+    if "cell" not in record:
+        return "no 'cell' id"
+    for key, kind in RECORD_FIELDS.items():
+        value = record.get(key)
+        if key in record and (not isinstance(value, kind) or isinstance(value, bool)):
+            return f"{key!r} is {value!r}"
+    return ""
+
+
 class Journal:
     """Append-only JSONL file of cell records keyed by ``record["cell"]``."""
 
@@ -25,6 +45,8 @@ class Journal:
     def _read_and_repair(self) -> list[dict[str, Any]]:
         if not self.path.exists():
             return []
+        if not self.path.is_file():
+            raise DataError(f"{self.path} is not a file; the results journal must be one")
         data = self.path.read_bytes()
         end = data.rfind(b"\n") + 1  # everything after the last newline is a torn write
         if end < len(data):
@@ -38,10 +60,11 @@ class Journal:
                 continue
             try:
                 record = json.loads(line)
-            except (json.JSONDecodeError, UnicodeDecodeError):
+            except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
                 raise DataError(f"{self.path}: line {number} is not valid JSON; the results file is corrupt") from None
-            if not isinstance(record, dict) or "cell" not in record:
-                raise DataError(f"{self.path}: line {number} is not a cell record")
+            problem = _record_problem(record)
+            if problem:
+                raise DataError(f"{self.path}: line {number} is not a cell record ({problem})")
             records.append(record)
         return records
 

@@ -101,9 +101,11 @@ def run_sweep(
     if out.exists() and not out.is_dir():
         raise GradleakError(f"--out {out} exists and is not a directory")
     cells_dir = out / CELLS_DIR
+    if cells_dir.exists() and not cells_dir.is_dir():
+        raise GradleakError(f"{cells_dir} is not a directory; a sweep keeps its cells there")
+    journal = Journal(out / RESULTS_FILE)  # a corrupt journal fails before anything is created
     cells_dir.mkdir(parents=True, exist_ok=True)
     _clean_stale(cells_dir)
-    journal = Journal(out / RESULTS_FILE)
     done = journal.done
     todo, seen = [], set()
     for cell in cells:
