@@ -41,6 +41,11 @@ class Reconstruction:
     notes: list[str] = field(default_factory=list)
     # slots the attack itself vouches for as exact recoveries (attacker-computable; None = no claim)
     certified: torch.Tensor | None = None
+    # an inner layer's inputs the attack recovered on the way (deep spear): one row per found
+    # sample, unordered; the module they enter; and which of them the attack certified
+    features: torch.Tensor | None = None
+    feature_layer: str | None = None
+    feature_certified: torch.Tensor | None = None
 
     @property
     def gradient_loss(self) -> float:
@@ -58,15 +63,16 @@ class Reconstruction:
             "seconds": self.seconds,
             "iterations": self.iterations,
             "notes": self.notes,
+            **({"feature_layer": self.feature_layer} if self.feature_layer is not None else {}),
         }
 
     def save(self, directory: str | Path) -> None:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        save_file(
-            {"inputs": self.inputs.detach().cpu().contiguous(), "labels": self.labels.cpu().contiguous()},
-            directory / "reconstruction.safetensors",
-        )
+        tensors = {"inputs": self.inputs.detach().cpu().contiguous(), "labels": self.labels.cpu().contiguous()}
+        if self.features is not None:
+            tensors["features"] = self.features.detach().cpu().contiguous()
+        save_file(tensors, directory / "reconstruction.safetensors")
 
 
 class Attack(ABC):
