@@ -38,8 +38,9 @@ class LayerRecovery:
     @property
     def inputs(self) -> torch.Tensor:
         """The recovered inputs of the layer, one row per found sample (k x n, float64)."""
-        n = self.layer.weight.shape[1]
-        return torch.stack([c.x for c in self.outcome.components]) if self.outcome.components else torch.zeros(0, n, dtype=torch.float64)
+        if not self.outcome.components:
+            return torch.zeros(0, self.layer.weight.shape[1], dtype=torch.float64)
+        return torch.stack([c.x for c in self.outcome.components])
 
     @property
     def certified(self) -> list[bool]:
