@@ -14,6 +14,7 @@ seconds. The feature weight is chosen before part 2 on a tuning seed (100, not a
 seed) by the final gradient loss + feature residual, both attacker-computable (never PSNR).
 
     nice python benchmarks/deep_spear.py                 # everything (budget-limited, see --minutes)
+    nice python benchmarks/deep_spear.py --part images --datasets digits --minutes 40   # what was committed
     nice python benchmarks/deep_spear.py --part features
 
 Results: benchmarks/results/deep_spear/{features.jsonl,tuning.jsonl,images.jsonl,table.json,table.md}.
@@ -176,7 +177,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--part", choices=("features", "tuning", "images", "table", "all"), default="all")
-    parser.add_argument("--iterations", type=int, default=200, help="IG iterations, the same for both attacks")
+    parser.add_argument("--iterations", type=int, default=60, help="IG iterations, the same for both attacks")
     parser.add_argument("--weight", type=float, default=None, help="skip tuning: use this feature weight")
     parser.add_argument("--minutes", type=float, default=45.0, help="stop starting image cells after this long")
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS))
