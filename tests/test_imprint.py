@@ -74,7 +74,7 @@ def test_closed_form_read_out_is_exact_and_certified(digits_split):
     assert m["exact_fraction"] >= 0.75 and m["certified_fraction"] >= 0.75
     certified = rec.inputs[rec.certified]
     assert (certified - truth.inputs[:, None]).flatten(2).abs().amax(2).min(0).values.max() < 1e-4  # each is a truth
-    assert obs.model.name == "imprint" and json.loads(obs.model.options["base_options"]) == {"init": "uniform"}
+    assert obs.model.name == "imprint" and json.loads(obs.model.options["base_options"]) == {"init": "uniform", "hidden_fc": 0}
 
 
 @pytest.mark.parametrize("defense, protocol", [("secagg:4", Protocol()), (None, Protocol(name="fedavg", lr=0.1))])

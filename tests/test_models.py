@@ -211,7 +211,7 @@ def test_list_models_is_json_with_defaults():
     listing = json.loads(json.dumps(list_models()))
     by_name = {m["name"]: m for m in listing}
     assert set(NAMES) <= set(by_name)
-    assert by_name["convnet"]["options"] == {"width": 64}
+    assert by_name["convnet"]["options"] == {"width": 64, "hidden_fc": 0}
     assert by_name["mlp"]["options"]["hidden"] == [256, 256]
     assert by_name["resnet18"]["option_details"]["activation"]["choices"][:2] == ["relu", "sigmoid"]
     assert all(m["description"] for m in listing)

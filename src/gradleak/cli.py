@@ -234,6 +234,8 @@ def cmd_attack(args: argparse.Namespace) -> None:
         write_attack_outputs(tmp, config=config, metrics=metrics, reconstruction=reconstruction, truth=truth)
     keys = ("fmse", "similarity", "feature_accuracy") if "fmse" in metrics else ("psnr", "ssim", "mse")
     extra = ("exact_fraction", "certified_fraction") if metrics.get("certified_fraction") is not None else ()
+    if "feature_certified_fraction" in metrics:  # deep spear: the features leaked, whatever the images
+        extra = (*extra, "feature_exact_fraction", "feature_certified_fraction")
     shown = {k: metrics.get(k) for k in (*keys, "label_accuracy", *extra, "seconds")}
     budget = reconstruction.iterations * int(getattr(attack.config, "restarts", 1))
     used = f" iterations={reconstruction.iterations_used}/{budget}" if budget > 1 else ""

@@ -22,6 +22,8 @@ from .report.plots import save_image_grid, save_loss_plot
 from .data.schema import RECORD_KINDS, RecordSchema
 from .metrics.tabular import NULL_RECORD_METRICS, evaluate_records
 from .metrics.exact import certified_fraction, exact_matched
+from .metrics.features import feature_metrics
+from .models.taps import layer_inputs
 from .report.heatmaps import ordered, save_record_heatmaps
 
 
@@ -79,6 +81,7 @@ def evaluate(reconstruction: Reconstruction, truth: GroundTruth | None, *, obser
         "label_method": reconstruction.label_method,
         "ground_truth": truth is not None,
         **_threat(reconstruction, observation),
+        **_features(reconstruction, truth, observation=observation),
     }
     kind = str(observation.data.get("kind", "image"))
     if kind in KIND_METRICS:
@@ -97,6 +100,18 @@ def evaluate(reconstruction: Reconstruction, truth: GroundTruth | None, *, obser
     record["exact_fraction"] = exact_matched(reconstruction.inputs.clamp(lo, hi) - lo, truth.inputs - lo,
                                              data_range=hi - lo)
     return record
+
+
+def _features(reconstruction: Reconstruction, truth: GroundTruth | None, *, observation: Observation) -> dict[str, Any]:
+    """When the attack recovered an inner layer's inputs (deep spear): how many exactly, and certified."""
+    if reconstruction.features is None or reconstruction.feature_layer is None:
+        return {}
+    true = None
+    if truth is not None:  # the client's forward: its model, mode and batch (BatchNorm statistics included)
+        true = layer_inputs(observation.build_model(), truth.inputs, reconstruction.feature_layer)
+    return {"feature_layer": reconstruction.feature_layer,
+            **feature_metrics(recovered=reconstruction.features, certified=reconstruction.feature_certified,
+                              truth=true, num_samples=observation.num_samples)}
 
 
 def _threat(reconstruction: Reconstruction, observation: Observation) -> dict[str, Any]:

@@ -42,6 +42,11 @@ class Reconstruction:
     notes: list[str] = field(default_factory=list)
     # slots the attack itself vouches for as exact recoveries (attacker-computable; None = no claim)
     certified: torch.Tensor | None = None
+    # an inner layer's inputs the attack recovered on the way (deep spear): one row per found
+    # sample, unordered; the module they enter; and which of them the attack certified
+    features: torch.Tensor | None = None
+    feature_layer: str | None = None
+    feature_certified: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         if not self.iterations_used:
@@ -64,15 +69,16 @@ class Reconstruction:
             "iterations": self.iterations,
             "iterations_used": self.iterations_used,
             "notes": self.notes,
+            **({"feature_layer": self.feature_layer} if self.feature_layer is not None else {}),
         }
 
     def save(self, directory: str | Path) -> None:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        save_file(
-            {"inputs": self.inputs.detach().cpu().contiguous(), "labels": self.labels.cpu().contiguous()},
-            directory / "reconstruction.safetensors",
-        )
+        tensors = {"inputs": self.inputs.detach().cpu().contiguous(), "labels": self.labels.cpu().contiguous()}
+        if self.features is not None:
+            tensors["features"] = self.features.detach().cpu().contiguous()
+        save_file(tensors, directory / "reconstruction.safetensors")
 
 
 class Attack(ABC):

@@ -69,6 +69,15 @@ class OptimisationAttack(Attack):
         estimate = (
             recover_labels(observation, model=matcher.model, generator=generator) if self.analytic_labels else None
         )
+        return self.restarts(observation, matcher=matcher, estimate=estimate, generator=generator, progress=progress)
+
+    def restarts(
+        self, observation: Observation, *, matcher: Any, estimate: LabelEstimate | None,
+        generator: torch.Generator, progress: Progress,
+    ) -> Reconstruction:
+        """Run the configured restarts with ``matcher`` (a :class:`GradientMatcher` or one that
+        wraps it) and fixed labels ``estimate``; keep the lowest gradient loss."""
+        cfg = self.config
         candidates = [
             self.search(observation, matcher=matcher, labels=estimate, generator=generator, progress=progress)
             for _ in range(cfg.restarts)

@@ -10,6 +10,8 @@ grows with width squared: ``width=16`` is ~16x cheaper, fine for smoke tests.
 Adaptation: the classifier input is computed from the resolution (3x3x4w at 28x28 or 32x32);
 a pool whose input side is below 3 is skipped (an identity), so 8x8 inputs still work.
 Parameter names do not depend on that choice. Init is PyTorch's default, as in the original.
+``hidden_fc > 0`` puts a fully connected layer + ReLU (``fc``, ``fc_relu``) before the classifier:
+a CNN with an FC head, the victim of deep ``spear``; 0 keeps the original exactly.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ LAYOUT: tuple[int | str, ...] = (1, 2, 2, 4, 4, 4, "pool", 4, 4, "pool")
 class ConvNetOptions:
     # base width w; the paper's 64 is ~2.9M parameters, try 16 for quick experiments
     width: int = opt(64, "base channel width w (widths w,2w,2w,4w,...,4w)", minimum=1)
+    # units of a fully connected + ReLU layer between the convolutions and the classifier; 0 = none
+    hidden_fc: int = opt(0, "units of an FC+ReLU layer before the classifier (0: none, the original)", minimum=0)
 
 
 class ConvNet(nn.Module):
@@ -67,5 +71,10 @@ def build_convnet(*, input_shape: tuple[int, ...], num_classes: int, options: Co
         layers[f"relu{n_conv}"] = nn.ReLU()
         channels, n_conv = out, n_conv + 1
     layers["flatten"] = nn.Flatten()
-    layers["linear"] = nn.Linear(channels * h * w, num_classes)
+    flat = channels * h * w
+    if options.hidden_fc:
+        layers["fc"] = nn.Linear(flat, options.hidden_fc)
+        layers["fc_relu"] = nn.ReLU()
+        flat = options.hidden_fc
+    layers["linear"] = nn.Linear(flat, num_classes)
     return ConvNet(layers)

@@ -2,7 +2,9 @@
 
 Three stride-2/2/1 5x5 convolutions with sigmoids and one linear layer. Smooth activations
 and DLG's wide uniform(-0.5, 0.5) initialisation are why DLG/iDLG reconstruct so well on it;
-keep ``init="uniform"`` to reproduce those results.
+keep ``init="uniform"`` to reproduce those results. ``hidden_fc > 0`` inserts a fully connected
+layer + ReLU before the classifier (a CNN with an FC head, the victim of deep ``spear``); 0 keeps
+DLG's architecture, parameter names and initial weights unchanged.
 """
 
 from __future__ import annotations
@@ -24,10 +26,12 @@ class LeNetOptions:
     init: str = opt(
         "uniform", "weight init: DLG's U(-0.5,0.5) or PyTorch default", choices=("uniform", "default")
     )
+    # units of a fully connected + ReLU layer between the convolutions and the classifier; 0 = none (DLG)
+    hidden_fc: int = opt(0, "units of an FC+ReLU layer before the classifier (0: none, DLG's LeNet)", minimum=0)
 
 
 class LeNet(nn.Module):
-    def __init__(self, *, channels: int, flat: int, num_classes: int) -> None:
+    def __init__(self, *, channels: int, flat: int, num_classes: int, hidden_fc: int = 0) -> None:
         super().__init__()
         self.body = nn.Sequential(
             nn.Conv2d(channels, 12, kernel_size=5, padding=2, stride=2),
@@ -37,10 +41,14 @@ class LeNet(nn.Module):
             nn.Conv2d(12, 12, kernel_size=5, padding=2, stride=1),
             nn.Sigmoid(),
         )
-        self.fc = nn.Linear(flat, num_classes)
+        # the optional FC head is created after ``fc`` so that, without it, creation order (and
+        # hence the weights drawn from a seeded RNG) is exactly DLG's
+        self.fc = nn.Linear(hidden_fc or flat, num_classes)
+        self.hidden = nn.Sequential(nn.Linear(flat, hidden_fc), nn.ReLU()) if hidden_fc else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.body(x).flatten(1))
+        features = self.body(x).flatten(1)
+        return self.fc(features if self.hidden is None else self.hidden(features))
 
 
 def _uniform_init(model: nn.Module) -> None:
@@ -61,6 +69,6 @@ def build_lenet(*, input_shape: tuple[int, ...], num_classes: int, options: LeNe
     c, h, w = image_dims("lenet", input_shape, num_classes)
     for _ in range(2):  # the two stride-2 convs; the third keeps the size
         h, w = conv_out(h, kernel=5, stride=2, padding=2), conv_out(w, kernel=5, stride=2, padding=2)
-    model = LeNet(channels=c, flat=12 * h * w, num_classes=num_classes)
+    model = LeNet(channels=c, flat=12 * h * w, num_classes=num_classes, hidden_fc=options.hidden_fc)
     INITS[options.init](model)
     return model
