@@ -19,7 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import DataError, UnknownNameError
-from . import digits, faces, histology, ihm_synthetic, medmnist, mimic3, tabular  # noqa: F401  (modules register themselves)
+from . import clinical, digits, faces, histology, ihm_synthetic, medmnist, mimic3, tabular  # noqa: F401  (modules register themselves)
 from .base import Dataset
 from .entry import DATASETS, SPLITS, DatasetEntry, LoadRequest, register_dataset
 from .transforms import check_image_size, resize_images, to_grayscale
