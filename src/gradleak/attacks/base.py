@@ -41,6 +41,9 @@ class Reconstruction:
     notes: list[str] = field(default_factory=list)
     # slots the attack itself vouches for as exact recoveries (attacker-computable; None = no claim)
     certified: torch.Tensor | None = None
+    # the attack's own confidence per record variable, in [0, 1]: records.shape[:-1] + (schema
+    # variables,) (tableak: agreement of its ensemble); None = no claim
+    confidence: torch.Tensor | None = None
 
     @property
     def gradient_loss(self) -> float:
