@@ -16,7 +16,7 @@ Seeds: seed = client batch, model init and attack start. Metrics after Hungarian
 continuous values count within 0.1 std. Confidence quartiles: accuracy of the quarter of
 variables the attack was least (q1) / most (q4) sure of.
 
-    nice -n 10 python benchmarks/tableak_table.py          # the committed run (about an hour on a shared 2-core box)
+    nice -n 10 python benchmarks/tableak_table.py          # the committed run (about an hour on a loaded shared 2-core box)
     python benchmarks/tableak_table.py --quick             # every code path in a minute
 
 Results: ``benchmarks/results/tableak_table[_quick].{jsonl,md,json}``; the JSONL journal makes
@@ -76,7 +76,7 @@ def plan(quick: bool) -> list[Cell]:
     if quick:
         return [Cell("gbsg2", 8, row, 0, 2, 30) for row in ("record", "tableak", "spear", "auto")]
     cells = []
-    budget = {"gbsg2": (5, 400, [0, 1, 2]), "actg175": (5, 400, [0, 1, 2]), "ihm-synthetic": (3, 200, [0, 1])}
+    budget = {"gbsg2": (4, 300, [0, 1, 2]), "actg175": (4, 300, [0, 1, 2]), "ihm-synthetic": (3, 150, [0, 1])}
     for batches, datasets in (([8, 32, 64], ["gbsg2", "actg175"]), ([8, 32, 64], ["ihm-synthetic"]), ([128], ["gbsg2"])):
         for dataset in datasets:
             members, iterations, seeds = budget[dataset]
