@@ -127,3 +127,15 @@ def test_gbsg2_schema_and_cli(tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert code == 0 and metrics["feature_accuracy"] is not None
     assert {"confidence_q1_accuracy", "confidence_q4_accuracy"} <= set(metrics)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("sksurv") is None,
+                    reason="scikit-survival not installed (pip install 'gradleak[clinical]')")
+def test_survival_package_tables_load():
+    whas = load_dataset("whas500")
+    assert whas.inputs.shape == (400, 15) and bool(torch.isfinite(whas.inputs).all())
+    flc = load_dataset("flchain", split="all")
+    schema = RecordSchema.from_json(flc.meta["schema"])
+    assert flc.inputs.shape == (6524, 26) and [f.name for f in schema.features if f.kind == "categorical"] == [
+        "sample.yr", "flc.grp"]
+    assert "chapter" not in {f.name for f in schema.features}  # recorded only for the dead: would leak the label
