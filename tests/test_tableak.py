@@ -139,3 +139,14 @@ def test_survival_package_tables_load():
     assert flc.inputs.shape == (6524, 26) and [f.name for f in schema.features if f.kind == "categorical"] == [
         "sample.yr", "flc.grp"]
     assert "chapter" not in {f.name for f in schema.features}  # recorded only for the dead: would leak the label
+
+
+def test_certified_records_replace_their_closest_pooled_record():
+    from gradleak.attacks.tableak.attack import _with_certified
+
+    pooled = torch.tensor([[0.0, 0.0], [5.0, 5.0], [9.0, 9.0]], dtype=torch.float64)
+    exact = torch.tensor([[9.1, 9.0], [0.0, 0.0], [5.2, 4.9]], dtype=torch.float64)
+    certified = torch.tensor([True, False, True])
+    out, slots = _with_certified(pooled, exact, certified)
+    assert slots.tolist() == [2, 1]
+    assert torch.equal(out[0], pooled[0]) and torch.equal(out[2], exact[0]) and torch.equal(out[1], exact[2])

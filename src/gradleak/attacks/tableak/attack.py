@@ -25,9 +25,9 @@ from ...metrics.matching import pairwise_mse
 from ...observation import Observation
 from ..base import Attack, Progress, Reconstruction, register_attack
 from ..labels import recover_labels
-from ..loop import LoopSettings, best_of_restarts, optimise
-from ..objective import GradientMatcher
-from ..optimisation import PRECISIONS, check_common
+from ..loop import LoopSettings, optimise
+from ..objective import DISTANCES, GradientMatcher
+from ..optimisation import PRECISIONS
 from ..tabular import torch_threads
 from .exact import try_spear
 from .pool import pool
@@ -54,8 +54,12 @@ class TabLeakConfig:
     threads: int = 1  # torch CPU threads (0 = torch's setting); record-sized ops run best on one
 
     def __post_init__(self) -> None:
-        check_common(type("C", (), {"distance": self.distance, "precision": self.precision,
-                                    "iterations": self.iterations, "restarts": self.members})())
+        DISTANCES.get(self.distance)  # unknown names raise, listing the valid ones
+        if self.precision not in PRECISIONS:
+            raise GradleakError(f"unknown precision {self.precision!r}; choose one of: {', '.join(PRECISIONS)}")
+        for name in ("members", "iterations", "spear_trials"):
+            if int(getattr(self, name)) < 1:
+                raise GradleakError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.select not in SELECTIONS:
             raise GradleakError(f"unknown select {self.select!r}; choose one of: {', '.join(SELECTIONS)}")
         if self.exact not in EXACT_MODES:
@@ -122,11 +126,12 @@ class TabLeak(Attack):
         y = estimate.labels.to(matcher.device)
         members, losses, traces = self._members(observation, schema=schema, matcher=matcher, labels=y,
                                                 generator=generator, progress=progress)
-        best = best_of_restarts([_Scored(v) for v in losses])
+        best = min(range(len(losses)), key=lambda i: _finite(losses[i]))  # by gradient loss, never the truth
         pooled = pool(members, schema=schema, reference=best, spread_scale=cfg.spread_scale)
         candidates = {"pooled": pooled.records, "best member": members[best]}
         confidence = {"pooled": pooled.confidence, "best member": pooled.confidence}
         certified = torch.zeros(observation.num_samples, dtype=torch.bool)
+        slots = torch.zeros(0, dtype=torch.long)
         if exact is not None and exact.reconstruction is not None and bool(exact.certified.any()):
             hybrid, slots = _with_certified(pooled.records, exact.reconstruction.inputs.double(), exact.certified)
             conf = pooled.confidence.clone()
@@ -136,7 +141,7 @@ class TabLeak(Attack):
         scores = {name: matcher.loss_value(x.to(matcher.device, matcher.dtype), y) for name, x in candidates.items()}
         chosen = "pooled" if cfg.select == "pooled" else min(scores, key=lambda k: _finite(scores[k]))
         if chosen == "pooled + spear":
-            certified[_with_certified(pooled.records, exact.reconstruction.inputs.double(), exact.certified)[1]] = True
+            certified[slots] = True
         notes.append("gradient loss of the candidates: " + ", ".join(f"{k} {v:.3e}" for k, v in scores.items())
                      + f"; chosen: {chosen}")
         return self._pack(candidates[chosen], y.cpu(), schema=schema, confidence=confidence[chosen],
@@ -188,11 +193,6 @@ class TabLeak(Attack):
             chosen_restart=len(member_losses), iterations=self.config.iterations, notes=notes,
             certified=certified, confidence=confidence.detach().cpu().float(),
         )
-
-
-@dataclass
-class _Scored:
-    loss: float
 
 
 def _finite(value: float) -> float:
