@@ -52,7 +52,7 @@ def _record_metrics(reconstruction: Reconstruction, truth: GroundTruth | None, *
     record = evaluate_records(
         reconstruction=reconstruction.inputs, truth=truth.inputs,
         schema=None if raw is None else RecordSchema.from_json(raw),
-        recon_labels=reconstruction.labels, true_labels=truth.labels,
+        recon_labels=reconstruction.labels, true_labels=truth.labels, confidence=reconstruction.confidence,
     )
     record["exact_fraction"] = exact_matched(reconstruction.inputs, truth.inputs, data_range=None)
     return record

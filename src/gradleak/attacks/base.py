@@ -47,6 +47,9 @@ class Reconstruction:
     features: torch.Tensor | None = None
     feature_layer: str | None = None
     feature_certified: torch.Tensor | None = None
+    # the attack's own confidence per record variable, in [0, 1]: records.shape[:-1] + (schema
+    # variables,) (tableak: agreement of its ensemble); None = no claim
+    confidence: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         if not self.iterations_used:

@@ -9,6 +9,8 @@ Registered sets (each module registers itself in :data:`DATASETS`):
 - ``mimic3-ihm``: the MIMIC-III in-hospital-mortality benchmark files (``--data-root``), 48 x 76.
 - ``ihm-synthetic``: SYNTHETIC stays written in that format and read back, 48 x 76.
 - ``breast-cancer`` (scikit-learn WDBC, 30 columns) and ``csv`` (a user's table), flat rows.
+- ``gbsg2``, ``actg175``, ``whas500``, ``flchain``: real clinical tables read from files that
+  lifelines / scikit-survival ship (``gradleak[clinical]``), flat rows.
 
 Names may be parametric: the text before ``':'`` is the registry key, the rest the variant.
 Loading is deterministic: the same arguments give bit-identical tensors.
@@ -20,7 +22,7 @@ from pathlib import Path
 
 from ..errors import DataError, UnknownNameError
 from ..validation import did_you_mean
-from . import digits, faces, histology, ihm_synthetic, medmnist, mimic3, tabular  # noqa: F401  (modules register themselves)
+from . import clinical, digits, faces, histology, ihm_synthetic, medmnist, mimic3, tabular  # noqa: F401  (modules register themselves)
 from .base import Dataset
 from .entry import DATASETS, SPLITS, DatasetEntry, LoadRequest, register_dataset
 from .transforms import check_image_size, resize_images, to_grayscale

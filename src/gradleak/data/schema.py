@@ -177,10 +177,12 @@ RECORD_KINDS = ("tabular", "timeseries")  # Dataset.kind values whose inputs are
 
 
 def column_statistics(records: torch.Tensor) -> dict[str, list[float]]:
-    """Per-column mean and std over rows (and time steps): the attacker's Gaussian prior."""
+    """Per-column mean, std and range over rows (and time steps): the attacker's Gaussian prior
+    and the box its own records span (tableak keeps continuous values inside it)."""
     flat = records.reshape(-1, records.shape[-1]).double()
     std = flat.std(0) if flat.shape[0] > 1 else torch.zeros(flat.shape[1], dtype=torch.float64)
-    return {"mean": flat.mean(0).tolist(), "std": std.tolist()}
+    return {"mean": flat.mean(0).tolist(), "std": std.tolist(), "min": flat.min(0).values.tolist(),
+            "max": flat.max(0).values.tolist()}
 
 
 def public_knowledge(data: "Dataset", *, exclude: torch.Tensor) -> dict:

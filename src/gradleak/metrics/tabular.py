@@ -9,7 +9,11 @@ binary columns 0/1), where the medical replication study reports them:
   variable counts if its arg-max category is right, a binary one (observation masks) if it is on
   the right side of 0.5, a continuous one if it is within ``tolerance`` (in standard deviations
   of the attacker-visible normalisation, default 0.1) of the truth;
-- ``continuous_accuracy``, ``categorical_accuracy``, ``mask_accuracy``: the same per kind.
+- ``continuous_accuracy``, ``categorical_accuracy``, ``mask_accuracy``: the same per kind;
+- ``confidence_q1_accuracy`` .. ``confidence_q4_accuracy``: when the attack states its own
+  confidence per variable (tableak), the variables ranked by it and cut into four equal parts,
+  q1 the least and q4 the most confident, and the feature accuracy within each part (ties in
+  confidence keep column order). A useful confidence has q4 well above q1.
 """
 
 from __future__ import annotations
@@ -52,6 +56,34 @@ def feature_hits(reconstruction: Tensor, truth: Tensor, schema: RecordSchema, *,
     return {k: torch.stack(v, dim=1) for k, v in hits.items() if v}
 
 
+def hit_matrix(reconstruction: Tensor, truth: Tensor, schema: RecordSchema, *, tolerance: float) -> Tensor:
+    """Boolean ``rows x variables`` in schema feature order (rows = samples x steps)."""
+    r = reconstruction.reshape(-1, reconstruction.shape[-1]).double()
+    t = truth.reshape(-1, truth.shape[-1]).double()
+    columns = []
+    for f in schema.features:
+        if f.kind == "categorical":
+            columns.append(r[:, f.start:f.stop].argmax(1) == t[:, f.start:f.stop].argmax(1))
+        elif f.kind == "binary":
+            columns.append((r[:, f.start] > 0.5) == (t[:, f.start] > 0.5))
+        else:
+            columns.append((r[:, f.start] - t[:, f.start]).abs() <= tolerance)
+    return torch.stack(columns, dim=1)
+
+
+def confidence_quartiles(hits: Tensor, confidence: Tensor) -> dict[str, float]:
+    """Accuracy within each quarter of the variables ranked by the attack's confidence."""
+    if hits.shape != confidence.shape:
+        raise ValueError(f"confidence has shape {tuple(confidence.shape)}, the hits {tuple(hits.shape)}")
+    order = torch.argsort(confidence.flatten().double(), stable=True)
+    ranked = hits.flatten()[order].double()
+    parts = torch.tensor_split(ranked, 4)
+    out = {f"confidence_q{i + 1}_accuracy": (float(p.mean()) if p.numel() else None) for i, p in enumerate(parts)}
+    bounds = confidence.flatten().double()[order]
+    out["confidence_quartile_bounds"] = [float(bounds[int(q * (len(bounds) - 1))]) for q in (0.25, 0.5, 0.75)]
+    return out
+
+
 def _share(hits: Tensor | None) -> float | None:
     return None if hits is None else float(hits.double().mean())
 
@@ -64,10 +96,12 @@ def evaluate_records(
     recon_labels: LabelsLike | None = None,
     true_labels: LabelsLike | None = None,
     tolerance: float = CONTINUOUS_TOLERANCE,
+    confidence: Tensor | None = None,
 ) -> dict[str, Any]:
     """Flat metrics for ``metrics.json``; ``assignment[i]`` is the reconstruction matched to truth ``i``.
 
-    Without a schema every column counts as continuous.
+    Without a schema every column counts as continuous. ``confidence`` (the attack's, shaped
+    ``reconstruction.shape[:-1] + (variables,)``) adds the accuracy per confidence quartile.
     """
     require_same_shape(reconstruction, truth)
     require_finite("reconstruction", reconstruction)
@@ -93,6 +127,9 @@ def evaluate_records(
         "assignment": perm.tolist(),
         "label_accuracy": None,
     }
+    if confidence is not None:
+        conf = confidence.detach().cpu()[perm].reshape(-1, len(schema.features))
+        record.update(confidence_quartiles(hit_matrix(matched, true, schema, tolerance=tolerance), conf))
     if recon_labels is not None and true_labels is not None:
         record["label_accuracy"] = label_accuracy(recon_labels, true_labels, perm)
     return record
