@@ -33,6 +33,7 @@ from ..models import complete_spec, create_model
 from ..models.base import ModelSpec
 from ..observation import GroundTruth, Observation
 from ..runner import evaluate
+from .adaptive import plan_attack
 from .base import Defense, parse_defense
 from .federated import FederatedConfig, Splits, accuracy, federated_training, reference_classifier, split_data
 
@@ -91,9 +92,7 @@ def attack_options(config: DefendConfig, attack: str, defense: Defense) -> dict[
     """The options ``attack`` runs with: the user's (where it has the field), then the adaptive ones."""
     fields = _fields(attack)
     options = {k: v for k, v in config.attack_options.items() if k in fields}
-    if config.adaptive:
-        options.update(defense.adaptive(options, attack_fields=fields))
-    return options
+    return plan_attack(attack, options=options, defense=defense, adaptive=config.adaptive).options
 
 
 @dataclass
