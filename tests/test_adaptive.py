@@ -47,3 +47,13 @@ def test_attack_saved_defended_observation_adapts(tmp_path):
                  "--out", str(tmp_path / "a")]) == 0
     m = json.loads((tmp_path / "a" / "metrics.json").read_text())
     assert m["adaptive"] and m["adaptive_options"]["distance"] == "l2" and m["defense"] == "noise:0.01"
+
+
+def test_audit_recommendation_names_the_adaptive_attacker():
+    from gradleak.audit.verdict import Thresholds, _defense_actions
+
+    base = {"defense": "none", "ssim": 0.9, "psnr": 30.0, "client_accuracy": 0.8, "accuracy_cost": 0.0}
+    pick = {"defense": "prune:0.99", "ssim": 0.1, "psnr": 8.0, "client_accuracy": 0.79, "accuracy_cost": 0.01,
+            "attack": "ig", "adaptive": True, "attacker_knowledge": "which entries survived"}
+    text = _defense_actions([base, pick], Thresholds())[0]
+    assert "Apply prune:0.99" in text and "adaptive ig attacker" in text and "which entries survived" in text
