@@ -81,18 +81,24 @@ def save_frontier_plot(rows: Sequence[dict[str, Any]], path: str | Path, *, titl
     return _atomic_write(path, lambda handle: fig.savefig(handle, format="png", dpi=100))
 
 
+MU_AXIS = 8.0  # widest mu axis of the bound panel
+
+
 def _bound_panel(ax: Any, rows: Sequence[dict[str, Any]]) -> None:
     """Measured identification success of the Gaussian-DP rows against the ReRo bound curve."""
     from .rero import rero_bound
 
     kappa = rows[0]["rero_kappa"]
-    top = max(4.0, 1.2 * max(r["rero_mu"] for r in rows))
+    top = min(MU_AXIS, max(4.0, 1.2 * max(r["rero_mu"] for r in rows)))  # past ~6 the bound is 1 anyway
     mus = [top * i / 200 for i in range(201)]
     ax.plot(mus, [rero_bound(kappa=kappa, mu=m) for m in mus], color="black", label=f"DP bound (κ = {kappa:.2f})")
     ax.axhline(kappa, color="grey", linestyle=":", linewidth=1, label="chance")
     for r in rows:
-        ax.plot(r["rero_mu"], r["rero_success"], "o", color="red" if r.get("rero_violation") else "tab:blue")
-        ax.annotate(r["defense"], (r["rero_mu"], r["rero_success"]), textcoords="offset points", xytext=(5, 5),
+        mu, label = r["rero_mu"], r["defense"]
+        if mu > top:  # drawn at the edge, its mu in the label
+            mu, label = top, f"{label} (μ = {r['rero_mu']:.3g})"
+        ax.plot(mu, r["rero_success"], "o", color="red" if r.get("rero_violation") else "tab:blue")
+        ax.annotate(label, (mu, r["rero_success"]), textcoords="offset points", xytext=(-5, 5), ha="right",
                     fontsize="small")
     ax.set(xlabel="μ of the attacked release (Gaussian DP)", ylabel="identification success",
            ylim=(0, 1.02), title="measured vs bound")
