@@ -55,3 +55,16 @@ def test_defend_writes_table_frontier_and_rows(tmp_path, capsys):
         assert (out / picture).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     config = json.loads((out / "config.json").read_text())
     assert config["config"]["federated"]["rounds"] == 2 and config["threads"] == 1
+
+
+def test_measured_success_above_dp_bound_fails_loudly(tmp_path, capsys, monkeypatch):
+    import gradleak.defenses.evaluation as evaluation
+    from gradleak.defenses.rero import ReRoCheck
+
+    broken = ReRoCheck(successes=20, trials=20, kappa=0.1, mu=0.5, method="a wrong accountant")
+    monkeypatch.setattr(evaluation.Evaluator, "rero", lambda *a, **k: broken)
+    out = tmp_path / "d"
+    code = main([*TINY, "--rounds", "1", "--victims", "1", "--defenses", "dpsgd:4", "--out", str(out)])
+    assert code == 1 and "BOUND VIOLATED: dpsgd:4" in capsys.readouterr().err
+    row = json.loads((out / "defenses.json").read_text())[0]  # the evidence is kept
+    assert row["rero_violation"] and row["rero_bound"] < row["rero_success"] and "DP bound" in (out / "defenses.md").read_text()

@@ -103,17 +103,24 @@ def observe(
 
 
 def attack(observation: Observation, *, attack: str = "ig", seed: int = 0, device: str = "cpu",
-           progress: bool = False, **options: Any):
+           progress: bool = False, adaptive: bool = True, **options: Any):
     """Run the registered attack ``attack`` (options as in ``gradleak attacks``) on ``observation``.
+
+    Against a defended observation the attack adapts to the recorded defense (the defense's
+    overrides on top of ``options``) unless ``adaptive=False``; ``rec.summary()`` does not say
+    which, so keep ``adaptive`` with your results.
 
     Returns a :class:`~gradleak.attacks.base.Reconstruction`: ``inputs``, ``labels``, the
     attacker's own ``gradient_loss`` and ``iterations_used``. Compare with your data yourself, or
     use :func:`gradleak.runner.evaluate` with a :class:`~gradleak.observation.GroundTruth`.
     """
     from .attacks import create_attack
+    from .defenses.adaptive import observed_defense, plan_attack
     from .runner import run_attack
 
-    return run_attack(observation, attack=create_attack(attack, **options), seed=seed, device=device,
+    create_attack(attack, **options)  # the user's options are valid on their own
+    plan = plan_attack(attack, options=options, defense=observed_defense(observation.defense), adaptive=adaptive)
+    return run_attack(observation, attack=create_attack(attack, **plan.options), seed=seed, device=device,
                       show_progress=progress)
 
 

@@ -228,8 +228,11 @@ def cmd_attack(args: argparse.Namespace) -> None:
                 craft = attack.crafter(split.data.inputs)
         scenario, observation, truth = _simulate(args, exclude=exclude, craft=craft)
         config["scenario"] = scenario.to_json()
+    attack, plan = _adapted(attack, options, observation=observation, adaptive=not args.non_adaptive)
+    config["options"] = plan.options
     reconstruction = run_attack(observation, attack=attack, seed=args.seed, device=device, show_progress=not args.quiet)
     metrics = evaluate(reconstruction, truth, observation=observation)
+    metrics.update(plan.record())
     with atomic_directory(args.out) as tmp:
         write_attack_outputs(tmp, config=config, metrics=metrics, reconstruction=reconstruction, truth=truth)
     keys = ("fmse", "similarity", "feature_accuracy") if "fmse" in metrics else ("psnr", "ssim", "mse")
@@ -243,6 +246,16 @@ def cmd_attack(args: argparse.Namespace) -> None:
 
 
 # ---------------------------------------------------------------------------- helpers
+def _adapted(attack: Any, options: dict[str, Any], *, observation: Any, adaptive: bool):
+    """(attack, plan): against a defended observation the attack adapts unless ``adaptive`` is off."""
+    from .attacks import create_attack
+    from .defenses.adaptive import observed_defense, plan_attack
+
+    plan = plan_attack(attack.name, options=options, defense=observed_defense(observation.defense), adaptive=adaptive,
+                       base_knowledge=getattr(attack, "attacker_knowledge", None))
+    return (create_attack(attack.name, **plan.options) if plan.overrides else attack), plan
+
+
 def _fmt(v: Any) -> str:
     return "null" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v))
 
@@ -285,6 +298,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prior", type=Path, default=None, help="generator prior directory for giz/gias (`gradleak prior train`)")
     p.add_argument("--attacker-split", action="store_true",
                    help="draw the client's batch outside the attacker's own data split (automatic for giz/gias/giml)")
+    p.add_argument("--non-adaptive", action="store_true",
+                   help="against a defended update, the attacker ignores the defense (default: it adapts; "
+                        "metrics.json records which in attacker_knowledge)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--quiet", action="store_true", help="no progress bar")

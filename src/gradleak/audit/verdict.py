@@ -96,7 +96,14 @@ def _defense_actions(defenses: Sequence[dict[str, Any]], th: Thresholds) -> list
             f"above) the attack's SSIM fell from {base['ssim']:.2f} ({base['psnr']:.1f} dB) undefended to "
             f"{pick['ssim']:.2f} ({pick['psnr']:.1f} dB), and the federated model's accuracy went from "
             f"{base['client_accuracy']:.3f} to {pick['client_accuracy']:.3f} (accuracy "
-            f"{'no change' if round(cost, 1) == 0 else f'{-cost:+.1f} points'})."]
+            f"{'no change' if round(cost, 1) == 0 else f'{-cost:+.1f} points'}). {_attacker(pick)}"]
+
+
+def _attacker(row: dict[str, Any]) -> str:
+    """Which attacker a defense row was tested against (adaptive or not), so a recommendation names it."""
+    kind = "an adaptive" if row.get("adaptive") else "a non-adaptive"
+    knows = f" (it knows: {row['attacker_knowledge']})" if row.get("attacker_knowledge") else ""
+    return f"Tested against {kind} {row.get('attack', 'attack')} attacker{knows}."
 
 
 EXACT_SHARE = 0.5  # an exact attack "works" at a batch size while it certifies at least this share of the batch

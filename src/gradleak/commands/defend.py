@@ -78,6 +78,7 @@ def cmd_defend(args: argparse.Namespace) -> None:
     from ..cli import _fmt
     from ..defenses.evaluation import check_config, evaluate_outcomes, work_units
     from ..defenses.report import markdown_table, save_frontier_plot
+    from ..defenses.rero import violations
     from ..outdir import atomic_directory, write_json
     from ..report.plots import save_image_grid
 
@@ -101,12 +102,21 @@ def cmd_defend(args: argparse.Namespace) -> None:
             + markdown_table(rows)
             + f"\nReference classifier (attacker's data) test accuracy: {evaluator.reference_accuracy:.3f}. "
               f"{config.victims} attacked update(s) of {config.batch_size} sample(s) per defense "
-              f"(mean ± std over them); {config.federated.rounds} FedAvg rounds, {config.federated.clients} clients.\n")
+              f"(mean ± std over them); {config.federated.rounds} FedAvg rounds, {config.federated.clients} clients.\n"
+            + f"\n'identified': share of private samples whose reconstruction is closer to them than to each of "
+              f"{config.rero_candidates - 1} other samples (chance {1 / config.rero_candidates:.2f}); 'DP bound': the most any "
+              f"informed attacker can reach in that game under the defense's Gaussian-DP guarantee "
+              f"(Phi(Phi^-1(kappa) + mu), see docs/defenses.md).\n")
         save_frontier_plot(rows, tmp / "frontier.png", title=f"{args.dataset} / {args.model} / {rows[0]['attack']}")
         shown = [o.first(config.batch_size) for o in outcomes]  # the samples every defense's victims share
         save_image_grid([shown[0][0].clamp(0, 1)] + [recon for _, recon in shown],
                         tmp / "reconstructions.png", row_labels=["truth"] + [o.row["defense"] for o in outcomes])
     for r in rows:
         print(f"{r['defense']:>16}  client_acc={_fmt(r['client_accuracy'])} psnr={_fmt(r['psnr'])} "
-              f"ssim={_fmt(r['ssim'])} attacker_acc={_fmt(r['attacker_accuracy'])} eps={_fmt(r['epsilon'])}")
+              f"ssim={_fmt(r['ssim'])} attacker_acc={_fmt(r['attacker_accuracy'])} eps={_fmt(r['epsilon'])} "
+              f"identified={_fmt(r.get('rero_success'))} bound={_fmt(r.get('rero_bound'))}")
     print(f"-> {args.out}")
+    broken = violations(rows)
+    for line in broken:  # measured above the bound: the DP mechanism or its accounting is wrong
+        print(f"gradleak: BOUND VIOLATED: {line}", file=sys.stderr)
+    return 1 if broken else 0

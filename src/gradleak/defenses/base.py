@@ -141,6 +141,13 @@ class Defense(ABC):
         """What the server applies: the mean of the clients' updates."""
         return {k: torch.stack([u[k] for u in updates]).mean(0) for k in updates[0]}
 
+    # ------------------------------------------------------------ privacy guarantee
+    def gdp_mu(self, *, protocol: Protocol, candidate_updates: Callable[[], list[list[Params]]]) -> tuple[float | None, str]:
+        """(mu, how) of one shared update as a Gaussian-DP mechanism w.r.t. replacing the target
+        (:mod:`.rero`); (None, why) when the defense gives no such guarantee.
+        ``candidate_updates()``: per batch slot, the clean updates with each candidate in that slot."""
+        return None, "no Gaussian-DP guarantee"
+
     # ---------------------------------------------------------------- attacker side
     def adaptive(self, attack_options: dict[str, Any], *, attack_fields: set[str]) -> dict[str, Any]:
         """Attack option overrides for an attacker who knows this defense (only existing fields)."""

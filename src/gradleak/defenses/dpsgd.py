@@ -21,6 +21,7 @@ from torch import nn
 from ..errors import GradleakError
 from ..fl.protocol import Params, Protocol
 from .base import Defense, against_noise, cross_entropy, register_defense, require
+from .rero import dpsgd_release_mu
 
 MAX_GRAD_NORM = 1.0  # per-sample clipping norm C (Opacus tutorials' default; noise std is sigma * C)
 DELTA = 1e-5  # delta of the reported (epsilon, delta); below 1 / (records of a hospital shard)
@@ -144,6 +145,11 @@ class DPSGD(Defense):
             self._step(private, optimizer, inputs[chosen], labels[chosen], generator)
         self._account(client, sample_rate=rate, steps=steps)
         return self._delta(private, model)
+
+    def gdp_mu(self, *, protocol: Protocol, candidate_updates: Any) -> tuple[float | None, str]:
+        steps = 1 if protocol.name == "fedsgd" else protocol.local_epochs  # steps whose batch holds the target
+        return dpsgd_release_mu(noise_multiplier=self.value, steps=steps), \
+            f"dp-sgd: sqrt({steps}) * 2 / sigma (replace-one, sensitivity 2C, noise sigma*C; exact)"
 
     def adaptive(self, attack_options: dict[str, Any], *, attack_fields: set[str]) -> dict[str, Any]:
         # The release is clip(g) + noise: the clipping rescales the gradient by an unknown factor,

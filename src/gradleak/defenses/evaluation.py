@@ -33,7 +33,9 @@ from ..models import complete_spec, create_model
 from ..models.base import ModelSpec
 from ..observation import GroundTruth, Observation
 from ..runner import evaluate
+from .adaptive import plan_attack
 from .base import Defense, parse_defense
+from .rero import CANDIDATES, ReRoCheck, identified
 from .federated import FederatedConfig, Splits, accuracy, federated_training, reference_classifier, split_data
 
 Progress = Callable[[str, int], None]  # (stage, amount): ("round", 1) per FedAvg round, ("victim", 1) per attack run
@@ -58,6 +60,7 @@ class DefendConfig:
     grayscale: bool = False  # convert images to one channel
     data_root: str | None = None  # MedMNIST .npz directory
     device: str = "cpu"  # where the attack runs
+    rero_candidates: int = CANDIDATES  # candidates of the identification game behind the DP bound (kappa = 1/n)
 
     @property
     def attacks(self) -> tuple[str, ...]:
@@ -91,9 +94,7 @@ def attack_options(config: DefendConfig, attack: str, defense: Defense) -> dict[
     """The options ``attack`` runs with: the user's (where it has the field), then the adaptive ones."""
     fields = _fields(attack)
     options = {k: v for k, v in config.attack_options.items() if k in fields}
-    if config.adaptive:
-        options.update(defense.adaptive(options, attack_fields=fields))
-    return options
+    return plan_attack(attack, options=options, defense=defense, adaptive=config.adaptive).options
 
 
 @dataclass
@@ -154,7 +155,8 @@ class Evaluator:
         choose = torch.Generator().manual_seed(cfg.seed + 7)  # same victims for every defense (paired comparison)
         views = [self.observe(model, model_spec, defense, generator=generator, choose=choose, victim=v)
                  for v in range(cfg.victims)]
-        results = {name: self.attack(name, defense, views) for name in cfg.attacks}
+        others = [self.others(t.indices, victim=v) for v, (_, t) in enumerate(views)]
+        results = {name: self.attack(name, defense, views, others=others) for name in cfg.attacks}
         attack_seconds = time.perf_counter() - start
         best = max(results, key=lambda a: _score(results[a]["summary"].get("psnr")))
         summary, truths, recons = results[best]["summary"], results[best]["truths"], results[best]["reconstructions"]
@@ -176,25 +178,62 @@ class Evaluator:
             "train_seconds": train_seconds,
             "attack_seconds": attack_seconds,
             "details": defense.describe(),
+            **self.rero(model, defense, views, others, successes=results[best]["identified"]).record(),
         }
         return DefenseOutcome(row=row, truth=truths, reconstruction=recons)
 
-    def attack(self, name: str, defense: Defense, views: Sequence[tuple[Observation, GroundTruth]]) -> dict[str, Any]:
+    def others(self, indices: torch.Tensor, *, victim: int) -> torch.Tensor:
+        """(B, n - 1, ...) further candidates per private sample for the identification game
+        (:mod:`.rero`): clients' samples outside the victim's batch, same for every defense."""
+        pool_x = torch.cat([c[0] for c in self.splits.clients])
+        allowed = torch.ones(len(pool_x), dtype=torch.bool)
+        allowed[indices] = False
+        rest = torch.nonzero(allowed).flatten()
+        gen = torch.Generator().manual_seed(self.config.seed * 1000 + 11 + victim)
+        n = self.config.rero_candidates - 1
+        picks = torch.stack([rest[torch.randperm(len(rest), generator=gen)[:n]] for _ in range(len(indices))])
+        return pool_x[picks]
+
+    def rero(self, model: torch.nn.Module, defense: Defense, views: Sequence[tuple[Observation, GroundTruth]],
+             others: Sequence[torch.Tensor], *, successes: int) -> ReRoCheck:
+        """The strongest attack's identification success beside the defense's ReRo bound."""
+        from ..fl.protocol import client_update
+
+        def candidate_updates() -> list[list[dict[str, torch.Tensor]]]:
+            slots = []
+            for (obs, truth), rest in zip(views, others):
+                for i in range(len(truth.inputs)):
+                    slot = []
+                    for c in torch.cat([truth.inputs[i:i + 1], rest[i]]):
+                        x = truth.inputs.clone()
+                        x[i] = c
+                        slot.append(client_update(model, inputs=x, labels=truth.labels, protocol=obs.protocol))
+                    slots.append(slot)
+            return slots
+
+        mu, how = defense.gdp_mu(protocol=views[0][0].protocol, candidate_updates=candidate_updates)
+        trials = sum(len(t.inputs) for _, t in views)
+        return ReRoCheck(successes=successes, trials=trials, kappa=1.0 / self.config.rero_candidates, mu=mu, method=how)
+
+    def attack(self, name: str, defense: Defense, views: Sequence[tuple[Observation, GroundTruth]], *,
+               others: Sequence[torch.Tensor]) -> dict[str, Any]:
         """Run attack ``name`` on every victim's observation; scores after Hungarian assignment."""
         cfg = self.config
         options = attack_options(cfg, name, defense)
         attack = create_attack(name, **options)
-        records, truths, recons = [], [], []
+        records, truths, recons, hits = [], [], [], 0
         for v, (observation, truth) in enumerate(views):
             recon = attack.run(observation, generator=torch.Generator().manual_seed(cfg.seed * 1000 + v), device=cfg.device)
             metrics = evaluate(recon, truth, observation=observation)
             aligned = recon.inputs.clamp(0, 1)[torch.as_tensor(metrics["assignment"])]
             metrics["attacker_accuracy"] = self.judge(aligned, truth.labels)
+            hits += int(identified(aligned, truth.inputs, others[v]).sum())
             records.append(metrics)
             truths.append(truth.inputs)
             recons.append(aligned)
             self.progress("victim", 1)
-        return {"summary": _summary(records, SCORES), "options": options, "truths": truths, "reconstructions": recons}
+        return {"summary": _summary(records, SCORES), "options": options, "truths": truths, "reconstructions": recons,
+                "identified": hits}
 
     def owner(self, index: int) -> int:
         """The client whose shard holds sample ``index`` of the concatenated client data."""
@@ -271,6 +310,8 @@ def check_config(specs: Sequence[str], config: DefendConfig) -> None:
     defenses = check_specs(specs, attack=config.attacks)
     if config.victims < 1 or config.batch_size < 1 or config.reference_steps < 0:
         raise GradleakError("victims and batch size must be >= 1 and reference steps >= 0")
+    if config.rero_candidates < 2:
+        raise GradleakError(f"rero_candidates must be >= 2 (kappa = 1/n), got {config.rero_candidates}")
     known = set().union(*(_fields(a) for a in config.attacks))
     unknown = sorted(set(config.attack_options) - known)
     if unknown:

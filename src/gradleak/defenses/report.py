@@ -13,6 +13,8 @@ COLUMNS = (
     ("mse", "MSE", "{:.4f}"),
     ("attacker_accuracy", "attacker acc.", "{:.3f}"),
     ("epsilon", "ε (training)", "{:.2f}"),
+    ("rero_success", "identified (of n)", "{:.2f}"),
+    ("rero_bound", "DP bound", "{:.3f}"),
     ("attack", "strongest attack", "{}"),
 )
 
@@ -57,9 +59,10 @@ def save_frontier_plot(rows: Sequence[dict[str, Any]], path: str | Path, *, titl
 
     from ..report.plots import _atomic_write
 
-    fig = Figure(figsize=(6.4, 4.4), dpi=100)
+    bounded = [r for r in rows if r.get("rero_mu") is not None and r.get("rero_success") is not None]
+    fig = Figure(figsize=(11.6 if bounded else 6.4, 4.4), dpi=100)
     FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
+    ax = fig.add_subplot(1, 2 if bounded else 1, 1)
     points = [r for r in rows if r.get("psnr") is not None and r.get("client_accuracy") is not None]
     for i, r in enumerate(sorted(points, key=lambda q: q["psnr"])):
         ax.errorbar(r["psnr"], r["client_accuracy"], xerr=r.get("psnr_std") or 0.0, fmt="o", capsize=3)
@@ -72,5 +75,32 @@ def save_frontier_plot(rows: Sequence[dict[str, Any]], path: str | Path, *, titl
     ax.set(xlabel="attack PSNR (dB, lower = more private)", ylabel="client test accuracy",
            title=title or "privacy-utility frontier")
     ax.grid(True, alpha=0.3)
+    if bounded:
+        _bound_panel(fig.add_subplot(1, 2, 2), bounded)
     fig.tight_layout()
     return _atomic_write(path, lambda handle: fig.savefig(handle, format="png", dpi=100))
+
+
+MU_AXIS = 8.0  # widest mu axis of the bound panel
+
+
+def _bound_panel(ax: Any, rows: Sequence[dict[str, Any]]) -> None:
+    """Measured identification success of the Gaussian-DP rows against the ReRo bound curve."""
+    from .rero import rero_bound
+
+    kappa = rows[0]["rero_kappa"]
+    top = min(MU_AXIS, max(4.0, 1.2 * max(r["rero_mu"] for r in rows)))  # past ~6 the bound is 1 anyway
+    mus = [top * i / 200 for i in range(201)]
+    ax.plot(mus, [rero_bound(kappa=kappa, mu=m) for m in mus], color="black", label=f"DP bound (κ = {kappa:.2f})")
+    ax.axhline(kappa, color="grey", linestyle=":", linewidth=1, label="chance")
+    for r in rows:
+        mu, label = r["rero_mu"], r["defense"]
+        if mu > top:  # drawn at the edge, its mu in the label
+            mu, label = top, f"{label} (μ = {r['rero_mu']:.3g})"
+        ax.plot(mu, r["rero_success"], "o", color="red" if r.get("rero_violation") else "tab:blue")
+        ax.annotate(label, (mu, r["rero_success"]), textcoords="offset points", xytext=(-5, 5), ha="right",
+                    fontsize="small")
+    ax.set(xlabel="μ of the attacked release (Gaussian DP)", ylabel="identification success",
+           ylim=(0, 1.02), title="measured vs bound")
+    ax.legend(loc="lower right", fontsize="small")
+    ax.grid(True, alpha=0.3)

@@ -8,12 +8,13 @@ Randomness comes from the caller's generator only (reproducible runs).
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
-from ..fl.protocol import Params
+from ..fl.protocol import Params, Protocol
 from .base import Defense, against_noise, register_defense, require
+from .rero import gaussian_mu
 
 
 @register_defense("none", description="no defense (the baseline)")
@@ -42,6 +43,13 @@ class GaussianNoise(Defense):
         # Gaussian noise makes the squared L2 distance the (negative log-)likelihood.
         return against_noise(attack_options, attack_fields=attack_fields, distance="l2")
 
+    def gdp_mu(self, *, protocol: Protocol, candidate_updates: Callable[[], list[list[Params]]]) -> tuple[float | None, str]:
+        # No clipping: the sensitivity is the widest spread of the candidates' clean updates.
+        spread = max((_distance(a, b) for slot in candidate_updates() for i, a in enumerate(slot) for b in slot[i + 1:]),
+                     default=0.0)
+        return gaussian_mu(sensitivity=spread, sigma=self.value), \
+            "gaussian: max distance between the candidates' clean updates / noise std (this candidate set only)"
+
 
 @register_defense("laplace", description="add Laplacian noise with scale b to every update entry (laplace:b)")
 class LaplaceNoise(GaussianNoise):
@@ -49,6 +57,9 @@ class LaplaceNoise(GaussianNoise):
 
     def check(self) -> None:
         require(self.value is not None and self.value >= 0, f"laplace scale must be >= 0, got {self.value}")
+
+    def gdp_mu(self, *, protocol: Protocol, candidate_updates: Callable[[], list[list[Params]]]) -> tuple[float | None, str]:
+        return None, "laplace noise: no Gaussian-DP guarantee computed"
 
     def postprocess(self, update: Params, *, generator: torch.Generator) -> Params:
         out = {}
@@ -58,6 +69,10 @@ class LaplaceNoise(GaussianNoise):
             noise = -self.value * u.sign() * torch.log1p(-2 * u.abs())
             out[k] = v + noise.to(v.dtype).to(v.device)
         return out
+
+
+def _distance(a: Params, b: Params) -> float:
+    return math.sqrt(sum(float((a[k].double() - b[k].double()).pow(2).sum()) for k in a))
 
 
 def global_norm(update: Params) -> float:

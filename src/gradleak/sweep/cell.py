@@ -43,6 +43,7 @@ def cell_scenario(cell: Cell):
 def run_cell(cell: Cell, *, cells_dir: str | Path, threads: int | None = None) -> dict[str, Any]:
     """Run ``cell`` and return its journal record; failures become ``status: error`` records."""
     from ..attacks import create_attack
+    from ..defenses.adaptive import plan_attack
     from ..outdir import atomic_directory
     from ..runner import evaluate, run_attack, write_attack_outputs
     from ..scenario import simulate
@@ -52,17 +53,21 @@ def run_cell(cell: Cell, *, cells_dir: str | Path, threads: int | None = None) -
     start = time.perf_counter()
     record: dict[str, Any] = {"cell": cell.id, "params": cell.to_json(), "version": __version__}
     try:
-        attack = create_attack(cell.attack, **cell.attack_options)
+        create_attack(cell.attack, **cell.attack_options)  # the user's options are valid on their own
+        plan = plan_attack(cell.attack, options=cell.attack_options,  # adaptive to the cell's defense
+                           defense=None if cell.defense == "none" else cell.defense)
+        attack = create_attack(cell.attack, **plan.options)
         scenario = cell_scenario(cell)
         observation, truth = simulate(scenario)  # the client applies the defense (Scenario.defense)
         reconstruction = run_attack(observation, attack=attack, seed=cell.seed, show_progress=False)
-        metrics = evaluate(reconstruction, truth, observation=observation)
+        metrics = {**evaluate(reconstruction, truth, observation=observation), **plan.record()}
         config = {"command": "sweep", "version": __version__, "cell": cell.id, "attack": cell.attack,
-                  "options": cell.attack_options, "seed": cell.seed, "defense": cell.defense,
+                  "options": plan.options, "seed": cell.seed, "defense": cell.defense,
                   "scenario": scenario.to_json()}
         with atomic_directory(Path(cells_dir) / cell.id) as tmp:
             write_attack_outputs(tmp, config=config, metrics=metrics, reconstruction=reconstruction, truth=truth)
-        record.update(status="ok", metrics={k: metrics.get(k) for k in SCALAR_METRICS})
+        record.update(status="ok", metrics={k: metrics.get(k) for k in SCALAR_METRICS},
+                      attacker_knowledge=plan.knowledge)
     except (GradleakError, RuntimeError) as exc:  # a failing cell is recorded, the sweep goes on
         record.update(status="error", error=f"{exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
     record["wall_seconds"] = time.perf_counter() - start
