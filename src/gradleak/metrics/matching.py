@@ -12,7 +12,6 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 
 from gradleak.errors import GradleakError, ShapeError
@@ -63,6 +62,8 @@ def assign(reconstruction: Tensor, truth: Tensor) -> Tensor:
     require_finite("reconstruction", reconstruction)
     require_finite("truth", truth)
     cost = pairwise_mse(reconstruction.detach(), truth.detach()).cpu().numpy()
+    from scipy.optimize import linear_sum_assignment  # lazy: keeps scipy out of CLI start-up
+
     rows, cols = linear_sum_assignment(cost)  # rows: reconstruction, cols: truth
     perm = np.empty(len(cols), dtype=np.int64)
     perm[cols] = rows
