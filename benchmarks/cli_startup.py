@@ -45,7 +45,7 @@ def _seconds(code: str) -> float:
 
 def _imports_torch(code: str) -> bool:
     done = subprocess.run([sys.executable, "-X", "importtime", "-c", code], capture_output=True, text=True, check=False)
-    return any(line.rstrip().endswith("| torch") for line in done.stderr.splitlines())
+    return any(line.split("|")[-1].strip() == "torch" for line in done.stderr.splitlines() if "|" in line)
 
 
 def main() -> None:

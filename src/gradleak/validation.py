@@ -154,16 +154,17 @@ def config_value(config_cls: type, name: str, value: Any, *, owner: str) -> Any:
 
 
 def as_column_statistics(value: Any, *, what: str, columns: int | None = None) -> dict[str, list[float]]:
-    """``{"mean": [...], "std": [...]}``: equally long lists of finite numbers (std >= 0), one per column."""
+    """``{"mean": [...], "std": [...]}`` (optionally ``"min"``, ``"max"``: the attacker's own column
+    range): equally long lists of finite numbers (std >= 0), one per column."""
     stats = as_mapping(value, what=what)
-    check_keys(stats, where=what, required=("mean", "std"))
+    check_keys(stats, where=what, required=("mean", "std"), optional=("min", "max"))
     lists = {}
-    for key in ("mean", "std"):
+    for key in ("mean", "std", *(k for k in ("min", "max") if k in stats)):
         entries = stats[key]
         if not isinstance(entries, list) or not entries:
             raise GradleakError(f"{what} {key} must be a non-empty list of numbers, got {_show(entries)}")
         lists[key] = [as_float(v, what=f"{what} {key} entry", minimum=0.0 if key == "std" else None) for v in entries]
-    if len(lists["mean"]) != len(lists["std"]) or (columns is not None and len(lists["mean"]) != columns):
+    if len({len(v) for v in lists.values()}) != 1 or (columns is not None and len(lists["mean"]) != columns):
         expected = f"{columns}" if columns is not None else "as many stds as means"
         raise GradleakError(f"{what} has {len(lists['mean'])} means and {len(lists['std'])} stds; expected {expected}")
     return stats
