@@ -79,6 +79,9 @@ def test_opacus_step_is_accepted_with_its_defense() -> None:
                       input_shape=(1, 8, 8), batch_size=2, defense="dpsgd:0.5")
     assert own.defense is not None and own.defense["name"] == "dpsgd"
     assert set(own.parameters) == set(sent)
+    # the wrapper's hooks stay behind: the attack replays the client on the plain architecture
+    reconstruction = api.attack(own, attack="idlg", seed=0, iterations=2)
+    assert reconstruction.inputs.shape == (2, 1, 8, 8)
 
 
 @pytest.mark.parametrize("kwargs, message", [

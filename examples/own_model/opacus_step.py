@@ -4,8 +4,13 @@
 
 Opacus wraps the model (parameter names gain a ``_module.`` prefix) and replaces each gradient
 by a clipped, noised average; ``api.observe`` accepts the wrapped model and names as they come,
-and ``defense=`` records what the client did so the result states its assumptions. With the
-small noise multiplier used here the batch still leaks; raise it to watch the leak close.
+and ``defense=`` records what the client did, so the attacker adapts to it (here: cosine
+distance, two restarts) and the result states its assumptions.
+
+Measured (one core, 2026-12-03): PSNR 9.3 dB with the noise multiplier 1e-4 and also with 0, so
+per-sample clipping alone already defeats iDLG on this model; the non-adaptive L2 iDLG diverges
+on the clipped update (``adaptive=False``). The plain gradient of the same model and image gives
+38.5 dB (``plain_pytorch.py``). Try ``attack="ig"`` for the stronger, slower search.
 """
 
 import copy

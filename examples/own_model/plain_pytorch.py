@@ -32,4 +32,4 @@ reconstruction = api.attack(observation, attack="idlg", seed=0, iterations=50)  
 scores = evaluate_images(reconstruction=reconstruction.inputs, truth=images,
                          recon_labels=reconstruction.labels, true_labels=labels)
 print(f"PSNR {scores['psnr']:.1f} dB, label accuracy {scores['label_accuracy']:.0%}, "
-      f"{reconstruction.iterations_used} iterations (stopped by the attacker's own loss)")
+      f"{reconstruction.iterations_used} of at most 50 iterations")

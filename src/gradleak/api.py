@@ -196,7 +196,7 @@ def _register(model: nn.Module, name: str | None) -> str:
     from .models.catalog import MODELS
 
     base = name or f"own-{type(model).__name__.lower()}"
-    template = copy.deepcopy(model).cpu()
+    template = _without_hooks(copy.deepcopy(model).cpu())
     candidate, k = base, 1
     while candidate in MODELS:
         known = _TEMPLATES.get(candidate)
@@ -215,6 +215,18 @@ def _register(model: nn.Module, name: str | None) -> str:
     _TEMPLATES[candidate] = template
     MODELS.register(candidate, description=f"your {type(model).__name__} (registered by gradleak.api.observe)")(build)
     return candidate
+
+
+def _without_hooks(model: nn.Module) -> nn.Module:
+    """The architecture without hooks a wrapper left on it (Opacus' per-sample gradient capture
+    would run, and fail, inside the attack's differentiable replay of the client)."""
+    for module in model.modules():
+        for hooks in ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks"):
+            getattr(module, hooks, {}).clear()
+        for attribute in ("activations", "max_batch_len"):
+            if attribute in module.__dict__:
+                delattr(module, attribute)
+    return model
 
 
 def _no_options() -> type:
