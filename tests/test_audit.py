@@ -14,16 +14,10 @@ from gradleak.audit.protection import sweep_attacks, with_cost
 from gradleak.audit.verdict import Thresholds, level_of, recommend_defense, verdict
 from gradleak.cli import main
 
-TINY = ["audit", "--dataset", "digits", "--budget", "quick", "--batch-sizes", "1", "2", "--attacks", "rgap", "ig",
-        "--defenses", "none", "noise:0.01", "--quiet"]
-
-
 @pytest.fixture(scope="module")
-def tiny_audit(tmp_path_factory):
-    """One real audit: LeNet on 8x8 digits, R-GAP and IG at batch sizes 1 and 2, two defenses (~15 s)."""
-    out = tmp_path_factory.mktemp("audit") / "run"
-    assert main([*TINY, "--out", str(out)]) == 0
-    return out, json.loads((out / "results.json").read_text())
+def tiny_audit(tiny_audit_dir):
+    """The session's one real audit (conftest.TINY_AUDIT) and its results.json."""
+    return tiny_audit_dir, json.loads((tiny_audit_dir / "results.json").read_text())
 
 
 def test_audit_runs_every_stage_and_leads_with_a_verdict(tiny_audit):

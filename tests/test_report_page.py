@@ -18,20 +18,16 @@ import torch
 from gradleak.audit.glossary import ENTRIES, TERMS
 from gradleak.audit.plain import describe_defense, signed_points
 from gradleak.audit.recovery import attacker_call, headline
-from gradleak.cli import main
 from gradleak.report.grid import grid_scale, save_image_grid
 from gradleak.report.html import STYLE, HtmlReport, link_terms
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ["audit", "--dataset", "digits", "--budget", "quick", "--batch-sizes", "1", "2", "--attacks", "rgap", "ig",
-        "--defenses", "none", "noise:0.01", "--quiet"]
 
 
 @pytest.fixture(scope="module")
-def page(tmp_path_factory):
-    out = tmp_path_factory.mktemp("page") / "run"
-    assert main([*TINY, "--out", str(out)]) == 0
-    return out, (out / "report.html").read_text(encoding="utf-8")
+def page(tiny_audit_dir):
+    """The session's one real audit (conftest.TINY_AUDIT) and its page."""
+    return tiny_audit_dir, (tiny_audit_dir / "report.html").read_text(encoding="utf-8")
 
 
 class _Tree(HTMLParser):

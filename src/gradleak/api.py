@@ -193,7 +193,7 @@ def _register(model: nn.Module, name: str | None) -> str:
     The name is the class name unless given; a different module under a taken name gets a suffix.
     Saved observations of such a model load again in a process that made the same call.
     """
-    from .models.catalog import MODELS
+    from .models.catalog import MODELS, NoOptions
 
     base = name or f"own-{type(model).__name__.lower()}"
     template = _without_hooks(copy.deepcopy(model).cpu())
@@ -211,7 +211,7 @@ def _register(model: nn.Module, name: str | None) -> str:
             raise GradleakError(f"model {candidate!r} (your own module) takes no options, got {sorted(options)}")
         return copy.deepcopy(_TEMPLATES[candidate])
 
-    build.options_type = _no_options()  # type: ignore[attr-defined]
+    build.options_type = NoOptions  # type: ignore[attr-defined]
     _TEMPLATES[candidate] = template
     MODELS.register(candidate, description=f"your {type(model).__name__} (registered by gradleak.api.observe)")(build)
     return candidate
@@ -227,12 +227,6 @@ def _without_hooks(model: nn.Module) -> nn.Module:
             if attribute in module.__dict__:
                 delattr(module, attribute)
     return model
-
-
-def _no_options() -> type:
-    from .models.catalog import NoOptions
-
-    return NoOptions
 
 
 def _same_architecture(a: nn.Module, b: nn.Module) -> bool:

@@ -143,16 +143,11 @@ TENSOR_CASES = {
 }
 
 
-@pytest.mark.parametrize("damage,needle", list(JSON_CASES.values()), ids=list(JSON_CASES))
-def test_malformed_observation_json(obs, tmp_path, refused, damage, needle):
-    damage(obs)
-    out = tmp_path / "out"
-    refused(["attack", "--observation", obs, "--attack", "idlg", "--iterations", "2", "--quiet", "--out", out],
-            out=out, needle=needle)
+OBSERVATION_CASES = {**JSON_CASES, **TENSOR_CASES}  # damage to observation.json or to its tensors
 
 
-@pytest.mark.parametrize("damage,needle", list(TENSOR_CASES.values()), ids=list(TENSOR_CASES))
-def test_malformed_observation_tensors(obs, tmp_path, refused, damage, needle):
+@pytest.mark.parametrize("damage,needle", list(OBSERVATION_CASES.values()), ids=list(OBSERVATION_CASES))
+def test_malformed_observation(obs, tmp_path, refused, damage, needle):
     damage(obs)
     out = tmp_path / "out"
     refused(["attack", "--observation", obs, "--attack", "idlg", "--iterations", "2", "--quiet", "--out", out],
