@@ -40,6 +40,8 @@ def test_audit_runs_every_stage_and_leads_with_a_verdict(tiny_audit):
     assert skipped["rgap"] is None and "not requested" in skipped["idlg"] and skipped["giz"]
     assert [r["defense"] for r in result["defenses"]["rows"]] == ["none", "noise:0.01"]
     assert result["defenses"]["attacks"][0] in ("rgap", "ig")
+    noisy = result["defenses"]["rows"][1]  # adaptive (L2 matching) and non-adaptive on the same update, side by side
+    assert noisy["adaptive"] and noisy["non_adaptive_ssim"] is not None and noisy["pick_ssim"] is not None
     for name in ("report.html", "results.json", "reconstructions_batch1.png", "reconstructions_batch2.png",
                  "psnr_vs_batch.png", "ssim_vs_batch.png", "frontier.png", "defense_reconstructions.png"):
         assert (out / name).stat().st_size > 0, name

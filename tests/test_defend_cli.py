@@ -49,8 +49,15 @@ def test_defend_writes_table_frontier_and_rows(tmp_path, capsys):
         assert r["attacker_knowledge"] and r["victims"] == 2
     assert rows[1]["attack_options"] == {"iterations": 5, "distance": "l2", "restarts": 2}  # adaptive vs noise
     assert rows[2]["attack_options"] == {"iterations": 5, "entries": "nonzero"}  # adaptive vs pruning
+    assert "non_adaptive_psnr" not in rows[0]  # undefended: nothing to adapt to
+    for r in rows[1:]:  # the non-adaptive attacker on the same updates, beside the adaptive one
+        assert r["non_adaptive_psnr"] is not None and r["non_adaptive_attack"] == "ig"
+    for r in rows:  # the attacker's own pick (lowest update mismatch) beside the defender's worst case
+        assert r["pick_attacks"] == {"ig": 2} and r["pick_psnr"] == pytest.approx(r["psnr"])
+        assert 0 <= r["pick_mismatch"] <= 2
     table = (out / "defenses.md").read_text()
     assert "| noise:0.01 |" in table and "attacker knowledge" in table
+    assert "non-adaptive PSNR" in table and "attacker's pick PSNR" in table
     for picture in ("frontier.png", "reconstructions.png"):
         assert (out / picture).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     config = json.loads((out / "config.json").read_text())

@@ -71,7 +71,7 @@ ROUND_UNITS = 20.0  # progress units per FedAvg round of the utility run (5 loca
 
 
 def _units(settings: AuditSettings, attacks: Sequence[str]) -> tuple[float, float]:
-    """(units per FedAvg round, units per attacked victim and attack) of the sweep."""
+    """(units per FedAvg round, units per attacked victim and attack run) of the sweep."""
     weights = [PLANS.get(a).weight * (1 if PLANS.get(a).kind == "closed-form" else settings.plan.defense_iterations)
                if a in PLANS else settings.plan.defense_iterations for a in attacks]
     return ROUND_UNITS, sum(weights) / len(weights)
@@ -79,16 +79,19 @@ def _units(settings: AuditSettings, attacks: Sequence[str]) -> tuple[float, floa
 
 def defense_units(settings: AuditSettings, attacks: Sequence[str], specs: Sequence[str]) -> float:
     """Planned cost of the sweep in progress units (reference classifier, rounds, attacks)."""
+    from ..defenses.evaluation import attack_runs
+
     plan = settings.plan
     per_round, per_victim = _units(settings, attacks)
-    return plan.reference_steps + len(specs) * (plan.defense_rounds * per_round
-                                                + plan.defense_victims * len(attacks) * per_victim)
+    config = defense_config(settings, attacks)
+    return plan.reference_steps + sum(plan.defense_rounds * per_round
+                                      + plan.defense_victims * len(attack_runs(s, config)) * per_victim for s in specs)
 
 
 def defense_stage(settings: AuditSettings, specs: Sequence[str], *, attacks: Sequence[str],
                   progress: AuditProgress) -> DefenseSweep:
     """Run the sweep; each defense's row carries its accuracy, attack scores and knowledge."""
-    from ..defenses.evaluation import Evaluator, check_config
+    from ..defenses.evaluation import Evaluator, attack_runs, check_config
 
     config = defense_config(settings, attacks)
     check_config(specs, config)
@@ -99,7 +102,7 @@ def defense_stage(settings: AuditSettings, specs: Sequence[str], *, attacks: Seq
     rows, recons, truth = [], [], None
     shown = min(settings.resolved_batch_sizes())
     for spec in specs:
-        units = plan.defense_rounds * per_round + plan.defense_victims * len(attacks) * per_victim
+        units = plan.defense_rounds * per_round + plan.defense_victims * len(attack_runs(spec, config)) * per_victim
         with progress.task("defenses", spec, units=units) as advance:
             evaluator.progress = lambda stage, n: advance(round(n * (per_round if stage == "round" else per_victim)))
             outcome = evaluator.run(spec)

@@ -10,8 +10,16 @@ For each defense spec, from the same seed, split and initial weights:
    from the observation alone; PSNR / SSIM / MSE after Hungarian assignment, and the attacker
    accuracy: the share of reconstructions that the attacker's reference classifier (trained on
    the attacker's own split) assigns to the true label of the matched private sample (the seed
-   paper's measure). With several attacks the row reports the strongest one (highest mean
-   PSNR): the evaluator, not the attacker, picks the worst case for the defender.
+   paper's measure).
+
+With several attacks each row carries two answers. The **attacker's pick** (``pick_*``): per
+attacked update, the reconstruction that best reproduces the defended update (float64 cosine
+mismatch on the entries the defense transmits), a choice the attacker can make without the
+private data. The **defender's worst case** (the unprefixed columns): the attack with the
+highest mean PSNR, chosen with the private data; an upper bound the attacker cannot select but
+the one a recommendation must survive. With ``side_by_side`` the same updates are also attacked
+by the non-adaptive attacker (``non_adaptive_*``), so a table shows what adapting to the defense
+adds.
 """
 
 from __future__ import annotations
@@ -40,6 +48,7 @@ from .federated import FederatedConfig, Splits, accuracy, federated_training, re
 
 Progress = Callable[[str, int], None]  # (stage, amount): ("round", 1) per FedAvg round, ("victim", 1) per attack run
 SCORES = ("psnr", "ssim", "mse", "attacker_accuracy", "label_accuracy")
+PICK_SCORES = ("psnr", "ssim", "mse", "attacker_accuracy")  # reported for the attacker's pick and non-adaptive runs
 
 
 @dataclass
@@ -61,6 +70,7 @@ class DefendConfig:
     data_root: str | None = None  # MedMNIST .npz directory
     device: str = "cpu"  # where the attack runs
     rero_candidates: int = CANDIDATES  # candidates of the identification game behind the DP bound (kappa = 1/n)
+    side_by_side: bool = True  # also attack with the non-adaptive attacker (non_adaptive_* columns; adaptive ones decide)
 
     @property
     def attacks(self) -> tuple[str, ...]:
@@ -90,11 +100,31 @@ def _fields(attack: str) -> set[str]:
     return {f.name for f in dataclasses.fields(ATTACKS.get(attack).Config)}
 
 
-def attack_options(config: DefendConfig, attack: str, defense: Defense) -> dict[str, Any]:
-    """The options ``attack`` runs with: the user's (where it has the field), then the adaptive ones."""
+def attack_options(config: DefendConfig, attack: str, defense: Defense, *, adaptive: bool | None = None) -> dict[str, Any]:
+    """The options ``attack`` runs with: the user's (where it has the field), then the adaptive ones
+    (unless ``adaptive`` is False; None: the config's choice)."""
     fields = _fields(attack)
     options = {k: v for k, v in config.attack_options.items() if k in fields}
-    return plan_attack(attack, options=options, defense=defense, adaptive=config.adaptive).options
+    adaptive = config.adaptive if adaptive is None else adaptive
+    return plan_attack(attack, options=options, defense=defense, adaptive=adaptive).options
+
+
+def mismatch_entries(defense: Defense) -> str:
+    """The update entries the attacker's criterion compares: those the defense transmits.
+
+    Asked of the defense itself (its adaptive override of a matcher's ``entries``), so a new
+    sparsifying defense gets a mask-aware criterion without a change here.
+    """
+    return str(defense.adaptive({}, attack_fields={"entries"}).get("entries", "all"))
+
+
+def update_mismatch(observation: Observation, inputs: torch.Tensor, labels: torch.Tensor, *, entries: str = "all") -> float:
+    """1 - cos(update of the reconstruction, observed update) in float64: the attacker's criterion."""
+    from ..attacks.objective import GradientMatcher
+
+    matcher = GradientMatcher(observation, distance="cosine", dtype=torch.float64, entries=entries)
+    value = matcher.loss_value(inputs.detach().double(), labels.long())
+    return value if math.isfinite(value) else math.inf
 
 
 @dataclass
@@ -157,6 +187,12 @@ class Evaluator:
                  for v in range(cfg.victims)]
         others = [self.others(t.indices, victim=v) for v, (_, t) in enumerate(views)]
         results = {name: self.attack(name, defense, views, others=others) for name in cfg.attacks}
+        non_adaptive: dict[str, Any] = {}
+        if cfg.side_by_side and cfg.adaptive and defense.name != "none":
+            for name in cfg.attacks:  # an attack the defense changes nothing of is its own non-adaptive run
+                plain = attack_options(cfg, name, defense, adaptive=False)
+                non_adaptive[name] = results[name] if plain == results[name]["options"] else \
+                    self.attack(name, defense, views, others=others, adaptive=False)
         attack_seconds = time.perf_counter() - start
         best = max(results, key=lambda a: _score(results[a]["summary"].get("psnr")))
         summary, truths, recons = results[best]["summary"], results[best]["truths"], results[best]["reconstructions"]
@@ -179,7 +215,13 @@ class Evaluator:
             "attack_seconds": attack_seconds,
             "details": defense.describe(),
             **self.rero(model, defense, views, others, successes=results[best]["identified"]).record(),
+            **attacker_pick(results),
         }
+        if non_adaptive:
+            worst = max(non_adaptive, key=lambda a: _score(non_adaptive[a]["summary"].get("psnr")))
+            row.update({f"non_adaptive_{k}": v for k, v in non_adaptive[worst]["summary"].items()})
+            row["non_adaptive_attack"] = worst
+            row.update({f"non_adaptive_{k}": v for k, v in attacker_pick(non_adaptive).items()})
         return DefenseOutcome(row=row, truth=truths, reconstruction=recons)
 
     def others(self, indices: torch.Tensor, *, victim: int) -> torch.Tensor:
@@ -216,24 +258,27 @@ class Evaluator:
         return ReRoCheck(successes=successes, trials=trials, kappa=1.0 / self.config.rero_candidates, mu=mu, method=how)
 
     def attack(self, name: str, defense: Defense, views: Sequence[tuple[Observation, GroundTruth]], *,
-               others: Sequence[torch.Tensor]) -> dict[str, Any]:
-        """Run attack ``name`` on every victim's observation; scores after Hungarian assignment."""
+               others: Sequence[torch.Tensor], adaptive: bool | None = None) -> dict[str, Any]:
+        """Run attack ``name`` on every victim's observation; scores after Hungarian assignment,
+        and each reconstruction's update mismatch (the attacker's criterion)."""
         cfg = self.config
-        options = attack_options(cfg, name, defense)
+        options = attack_options(cfg, name, defense, adaptive=adaptive)
         attack = create_attack(name, **options)
+        entries = mismatch_entries(defense)
         records, truths, recons, hits = [], [], [], 0
         for v, (observation, truth) in enumerate(views):
             recon = attack.run(observation, generator=torch.Generator().manual_seed(cfg.seed * 1000 + v), device=cfg.device)
             metrics = evaluate(recon, truth, observation=observation)
             aligned = recon.inputs.clamp(0, 1)[torch.as_tensor(metrics["assignment"])]
             metrics["attacker_accuracy"] = self.judge(aligned, truth.labels)
+            metrics["mismatch"] = update_mismatch(observation, recon.inputs, recon.labels, entries=entries)
             hits += int(identified(aligned, truth.inputs, others[v]).sum())
             records.append(metrics)
             truths.append(truth.inputs)
             recons.append(aligned)
             self.progress("victim", 1)
         return {"summary": _summary(records, SCORES), "options": options, "truths": truths, "reconstructions": recons,
-                "identified": hits}
+                "identified": hits, "records": records}
 
     def owner(self, index: int) -> int:
         """The client whose shard holds sample ``index`` of the concatenated client data."""
@@ -277,6 +322,22 @@ class Evaluator:
                   "class_names": list(self.data.class_names)},
         )
         return observation, GroundTruth(inputs=x, labels=y, indices=idx)
+
+
+def attacker_pick(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """``pick_*`` scores: per attacked update, the attack whose reconstruction has the lowest
+    update mismatch (ties: the order of ``results``), then mean +- std over the updates."""
+    names = list(results)
+    victims = len(results[names[0]]["records"])
+    chosen, counts = [], {n: 0 for n in names}
+    for v in range(victims):
+        name = min(names, key=lambda n: results[n]["records"][v].get("mismatch", math.inf))
+        counts[name] += 1
+        chosen.append(results[name]["records"][v])
+    out = {f"pick_{k}": v for k, v in _summary(chosen, PICK_SCORES).items()}
+    out["pick_mismatch"] = _summary(chosen, ("mismatch",))["mismatch"]
+    out["pick_attacks"] = {n: c for n, c in counts.items() if c}
+    return out
 
 
 def _score(value: float | None) -> float:
@@ -345,6 +406,17 @@ def evaluate_defenses(
     return [o.row for o in evaluate_outcomes(specs, config=config, progress=progress)[1]]
 
 
+def attack_runs(spec: str, config: DefendConfig) -> list[str]:
+    """The attack runs per victim against ``spec``: each attack, then each one the non-adaptive
+    comparison runs again (only those whose options adapting changes)."""
+    defense = parse_defense(spec)
+    runs = list(config.attacks)
+    if config.side_by_side and config.adaptive and defense.name != "none":
+        runs += [a for a in config.attacks
+                 if attack_options(config, a, defense, adaptive=False) != attack_options(config, a, defense)]
+    return runs
+
+
 def work_units(specs: Sequence[str], config: DefendConfig) -> int:
     """Progress units of an evaluation: FedAvg rounds plus attack runs, over all specs."""
-    return len(specs) * (config.federated.rounds + config.victims * len(config.attacks))
+    return sum(config.federated.rounds + config.victims * len(attack_runs(s, config)) for s in specs)

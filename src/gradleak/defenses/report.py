@@ -17,6 +17,20 @@ COLUMNS = (
     ("rero_bound", "DP bound", "{:.3f}"),
     ("attack", "strongest attack", "{}"),
 )
+# Shown when some row has them: the attacker's own pick, and the non-adaptive attacker on the same updates.
+OPTIONAL_COLUMNS = (
+    ("pick_psnr", "attacker's pick PSNR", "{:.2f}"),
+    ("pick_ssim", "attacker's pick SSIM", "{:.3f}"),
+    ("non_adaptive_psnr", "non-adaptive PSNR", "{:.2f}"),
+    ("non_adaptive_ssim", "non-adaptive SSIM", "{:.3f}"),
+    ("non_adaptive_attacker_accuracy", "non-adaptive attacker acc.", "{:.3f}"),
+)
+
+
+def columns(rows: Sequence[dict[str, Any]]) -> tuple[tuple[str, str, str], ...]:
+    """The table's columns: the fixed ones, then each optional one some row carries."""
+    extra = tuple(c for c in OPTIONAL_COLUMNS if any(r.get(c[0]) is not None for r in rows))
+    return COLUMNS + extra
 
 
 def _cell(row: dict[str, Any], key: str, fmt: str) -> str:
@@ -30,11 +44,12 @@ def _cell(row: dict[str, Any], key: str, fmt: str) -> str:
 
 def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
     """One line per defense; ``mean ± std`` over the attacked updates where there are several."""
-    head = "| " + " | ".join(title for _, title, _ in COLUMNS) + " | attacker knowledge |"
-    rule = "|" + "---|" * (len(COLUMNS) + 1)
+    cols = columns(rows)
+    head = "| " + " | ".join(title for _, title, _ in cols) + " | attacker knowledge |"
+    rule = "|" + "---|" * (len(cols) + 1)
     lines = [head, rule]
     for r in rows:
-        cells = [_cell(r, key, fmt) for key, _, fmt in COLUMNS]
+        cells = [_cell(r, key, fmt) for key, _, fmt in cols]
         lines.append("| " + " | ".join(cells) + f" | {r.get('attacker_knowledge', '')} |")
     return "\n".join(lines) + "\n"
 
@@ -50,7 +65,9 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[tuple[float, flo
 
 
 def save_frontier_plot(rows: Sequence[dict[str, Any]], path: str | Path, *, title: str = "") -> Path:
-    """Client accuracy against attack PSNR, one labelled point per defense setting.
+    """Client accuracy against attack PSNR, one labelled point per defense setting (the defender's
+    worst case), with the attacker's own pick (hollow square) and the non-adaptive attacker (x) where
+    the rows carry them.
 
     Lower-right is bad (leaks and costs accuracy); the upper-left points are the useful ones.
     """
@@ -68,9 +85,17 @@ def save_frontier_plot(rows: Sequence[dict[str, Any]], path: str | Path, *, titl
         ax.errorbar(r["psnr"], r["client_accuracy"], xerr=r.get("psnr_std") or 0.0, fmt="o", capsize=3)
         ax.annotate(r["defense"], (r["psnr"], r["client_accuracy"]), textcoords="offset points",
                     xytext=(5, 5 if i % 2 == 0 else -12), fontsize="small")  # alternate: neighbours do not overlap
+    for key, marker, label in (("pick_psnr", "s", "attacker's pick"), ("non_adaptive_psnr", "x", "non-adaptive attacker")):
+        shown = [r for r in points if r.get(key) is not None]
+        for r in shown:  # joined to the row's worst case: how far the attacker's own choice / ignorance falls short
+            ax.plot([r[key], r["psnr"]], [r["client_accuracy"]] * 2, color="grey", linewidth=0.6)
+        if shown:
+            ax.plot([r[key] for r in shown], [r["client_accuracy"] for r in shown], marker, color="grey",
+                    fillstyle="none", label=label)
     front = pareto_front([(r["psnr"], r["client_accuracy"]) for r in points])
     if len(front) > 1:
         ax.step(*zip(*front), where="post", color="grey", linestyle="--", linewidth=1, label="frontier (non-dominated)")
+    if ax.get_legend_handles_labels()[0]:
         ax.legend(loc="lower right", fontsize="small")
     ax.set(xlabel="attack PSNR (dB, lower = more private)", ylabel="client test accuracy",
            title=title or "privacy-utility frontier")
