@@ -1,31 +1,45 @@
-"""The seed's comparison: learnable latent perturbation vs DP-SGD vs BiDO vs no defense.
+"""Defense verdicts that hold up: every defense against the strongest attacker, across deployments.
 
-For every dataset (``histology``; ``medmnist:bloodmnist`` when ``bloodmnist.npz`` is under
-``--data-root``), seed and defense setting, :mod:`gradleak.defenses.evaluation` runs a FedAvg
-utility run and attacks the updates of class-balanced victims of the trained model (the
-adaptive attacker of each defense). Each defense family is swept over a few strengths; the
-table then compares the families *at matched client accuracy*: for each family the setting with
-the highest reconstruction MSE among those whose mean client accuracy reaches ``--target``
-(the seed's operating point, about 90 %). Numbers are mean +- std over seeds (each seed's value
-is the mean over its victims); the relative differences are computed per seed (the seeds are
-paired: same split, initial weights and victims for every defense) and then averaged.
+Cells (dataset x model x client batch size) cover the seed paper's comparison (learnable latent
+perturbation vs DP-SGD vs BiDO) and the other defenses, on two image sets (histology, digits), two
+victims (LeNet and a BatchNorm ConvNet) and batch 1 and 8. For every cell, seed and defense
+setting, :mod:`gradleak.defenses.evaluation` trains the global model by FedAvg with the defense
+on (client accuracy from that real federated run), then attacks defended updates of the
+*trained* model with a battery (IG and iDLG):
+
+* adaptive attacker (each attack adapted to the defense; the columns a recommendation uses),
+  reported as the defender's worst case (the attack with the highest mean PSNR) and as the
+  attacker's own pick (per update, the lowest update mismatch: what it can choose without data);
+* the non-adaptive attacker on the same updates, side by side;
+* for DP-SGD: epsilon of the training run, and the ReRo bound on identification success beside
+  the measured success (kappa = 1/10).
+
+Per cell the families are compared *at matched client accuracy* (``--target``, the seed's ~90 %
+operating point): for each family the setting with the highest reconstruction MSE among those
+whose mean client accuracy reaches the target. Numbers are mean +- std over seeds (each seed's
+value is the mean over its victims); relative differences are computed per seed (paired: same
+split, initial weights and victims for every defense) and then averaged.
 
 The seed claims (BloodMNIST and CIFAR-10): 12.5 % lower attacker accuracy and 12.4 % higher
 reconstruction MSE than the baselines at about 90 % client accuracy.
 
-    nice -n 10 python benchmarks/defense_table.py            # full: 3 seeds, 6 settings, ~10 min CPU
-    python benchmarks/defense_table.py --quick               # 2 seeds, 4 settings, ~3 min
+    nice -n 10 python benchmarks/defense_table.py                 # 5 seeds, every cell (hours on 1 core)
+    python benchmarks/defense_table.py --quick                    # 2 seeds, small budget
+    python benchmarks/defense_table.py --cells histology-lenet-b1 --seeds 0 1 2 3 4
 
-Finished runs are cached in ``<out>/runs.jsonl``, so an interrupted benchmark resumes.
+Finished runs are cached in ``<out>/runs.jsonl`` (key: cell, seed, setting, budget), so an
+interrupted benchmark resumes.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import statistics
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,19 +49,48 @@ from gradleak.defenses.evaluation import DefendConfig, Evaluator, quick_config
 from gradleak.defenses.federated import FederatedConfig
 from gradleak.defenses.report import save_frontier_plot
 
-# Defense family -> settings swept (weakest to strongest), sized for a shared 2-core machine.
-# Training-only probes on histology (seed 0, 30 rounds) chose them: dpsgd:1 reaches 0.99 (eps 8.3),
-# dpsgd:3 0.97 (eps 1.6), dpsgd:10 fails (0.36); perturb:1 reaches 0.97-0.99.
+# Training-only probes on histology/LeNet (seed 0, 30 rounds) chose the strengths: dpsgd:1 reaches
+# 0.99 (eps 8.3), dpsgd:3 0.97 (eps 1.6), dpsgd:10 fails (0.36); perturb:1 reaches 0.97-0.99.
 FAMILIES = {
     "none": ["none"],
-    "perturb": ["perturb:1"],
+    "perturb": ["perturb:0.3", "perturb:1", "perturb:3"],
     "dpsgd": ["dpsgd:1", "dpsgd:3"],
     "bido": ["bido:0.05", "bido:0.5"],
+    "prune": ["prune:0.9"],
+    "noise": ["noise:0.01"],
 }
-QUICK_FAMILIES = {"none": ["none"], "perturb": ["perturb:1"], "dpsgd": ["dpsgd:1"], "bido": ["bido:0.05"]}
+CORE = {"none": ["none"], "perturb": ["perturb:1"], "dpsgd": ["dpsgd:1"], "bido": ["bido:0.5"],
+        "prune": ["prune:0.9"]}
+NO_DP = {k: v for k, v in CORE.items() if k != "dpsgd"}  # DP-SGD refuses BatchNorm models (no per-sample bound)
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One deployment: data set, victim model and the client batch size of the attacked updates."""
+
+    dataset: str
+    model: str
+    batch_size: int
+    families: dict[str, list[str]]
+    model_options: dict[str, Any] = field(default_factory=dict)
+    why: str = ""  # what the cell adds
+
+
+CELLS = {
+    "histology-lenet-b1": Cell("histology", "lenet", 1, FAMILIES, why="the seed setting, every strength"),
+    "histology-lenet-b8": Cell("histology", "lenet", 8, CORE, why="a realistic batch"),
+    "histology-convnet-bn-b1": Cell("histology", "convnet", 1, NO_DP, {"width": 16},
+                                    why="a BatchNorm victim (DP-SGD cannot protect BatchNorm: left out)"),
+    "digits-lenet-b1": Cell("digits", "lenet", 1, CORE, why="a second image set"),
+}
+ATTACKS = ("ig", "idlg")  # the battery: per update the attacker picks by update mismatch
 BASELINES = ("dpsgd", "bido")
-METRICS = ("client_accuracy", "attacker_accuracy", "mse", "psnr", "ssim", "epsilon_training")
+METRICS = ("client_accuracy", "attacker_accuracy", "mse", "psnr", "ssim", "epsilon_training",
+           "pick_psnr", "pick_ssim", "pick_attacker_accuracy",
+           "non_adaptive_psnr", "non_adaptive_ssim", "non_adaptive_mse", "non_adaptive_attacker_accuracy",
+           "rero_success", "rero_bound", "rero_mu")
 SEED_CLAIM = {"attacker_accuracy_reduction": 0.125, "mse_increase": 0.124, "client_accuracy": 0.90}
+FULL = {"victims": 4, "iterations": 300, "rounds": 30, "reference_steps": 400}
 
 
 def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
@@ -57,77 +100,99 @@ def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
     return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
-def datasets(data_root: str | None) -> list[str]:
-    names = ["histology"]
-    if data_root and (Path(data_root) / "bloodmnist.npz").is_file():
-        names.append("medmnist:bloodmnist")
-    return names
+def config_for(cell: Cell, *, seed: int, quick: bool, data_root: str | None) -> DefendConfig:
+    """The evaluation of one cell and seed: the battery, the budget, the non-adaptive comparison."""
+    config = DefendConfig(dataset=cell.dataset, model=cell.model, model_options=dict(cell.model_options),
+                          attack=ATTACKS[0], extra_attacks=ATTACKS[1:], batch_size=cell.batch_size, seed=seed,
+                          data_root=data_root, side_by_side=True, victims=FULL["victims"],
+                          attack_options={"iterations": FULL["iterations"]}, reference_steps=FULL["reference_steps"],
+                          federated=FederatedConfig(rounds=FULL["rounds"]))
+    return quick_config(config) if quick else config
 
 
-def run_all(args: argparse.Namespace, families: dict[str, list[str]], out: Path) -> list[dict[str, Any]]:
-    """Every (dataset, seed, setting) row, from the cache where it is already there."""
+def run_all(args: argparse.Namespace, cells: dict[str, Cell], out: Path) -> list[dict[str, Any]]:
+    """Every (cell, seed, setting) row, from the cache where it is already there."""
     cache = out / "runs.jsonl"
+    budget = "quick" if args.quick else "full"
     done = {}
     if cache.exists():
         for line in cache.read_text().splitlines():
             if line.strip():
                 r = json.loads(line)
-                done[(r["dataset"], r["seed"], r["defense_spec"], r["budget"])] = r
-    budget = "quick" if args.quick else "full"
-    rows = []
-    for dataset in datasets(args.data_root):
-        for seed in args.seeds:
-            specs = [s for family in families.values() for s in family]
-            todo = [s for s in specs if (dataset, seed, s, budget) not in done]
-            evaluator = None
-            for spec in specs:
-                key = (dataset, seed, spec, budget)
-                if key not in done:
-                    if evaluator is None:
-                        config = DefendConfig(dataset=dataset, model="lenet", attack="ig", seed=seed,
-                                              data_root=args.data_root, federated=FederatedConfig())
-                        evaluator = Evaluator(quick_config(config) if args.quick else config)
-                    start, cpu = time.perf_counter(), time.process_time()
-                    row = evaluator.run(spec).row
-                    row.update(dataset=dataset, seed=seed, defense_spec=spec, budget=budget,
-                               reference_accuracy=evaluator.reference_accuracy,
-                               wall_seconds=time.perf_counter() - start, cpu_seconds=time.process_time() - cpu)
-                    with cache.open("a") as f:
-                        f.write(json.dumps(row) + "\n")
-                    done[key] = row
-                    print(f"{dataset} seed {seed} {spec:>12}: acc {row['client_accuracy']:.3f} "
-                          f"att {row['attacker_accuracy']:.3f} mse {row['mse']:.4f} psnr {row['psnr']:.2f} "
-                          f"({row['cpu_seconds']:.0f} s CPU, {len(todo)} to do)", flush=True)
-                rows.append(done[key])
+                if "cell" in r:  # rows of the single-cell version of this benchmark have no cell
+                    done[(r["cell"], r["seed"], r["defense_spec"], r["budget"])] = r
+    plan = [(name, seed, spec) for name, cell in cells.items() for seed in args.seeds
+            for specs in cell.families.values() for spec in specs]
+    todo = sum((n, sd, sp, budget) not in done for n, sd, sp in plan)
+    rows, evaluators, started = [], {}, time.perf_counter()
+    for name, seed, spec in plan:
+        key = (name, seed, spec, budget)
+        if key not in done:
+            cell = cells[name]
+            if (name, seed) not in evaluators:
+                evaluators.clear()  # one evaluator (data, split, reference classifier) at a time
+                evaluators[(name, seed)] = Evaluator(config_for(cell, seed=seed, quick=args.quick,
+                                                                data_root=args.data_root))
+            evaluator = evaluators[(name, seed)]
+            start, cpu = time.perf_counter(), time.process_time()
+            row = evaluator.run(spec).row
+            row.update(cell=name, dataset=cell.dataset, model=cell.model, batch_size=cell.batch_size, seed=seed,
+                       defense_spec=spec, budget=budget, reference_accuracy=evaluator.reference_accuracy,
+                       wall_seconds=time.perf_counter() - start, cpu_seconds=time.process_time() - cpu)
+            with cache.open("a") as f:
+                f.write(json.dumps(row) + "\n")
+            done[key] = row
+            todo -= 1
+            elapsed = time.perf_counter() - started
+            print(f"{name} seed {seed} {spec:>12}: acc {row['client_accuracy']:.3f} att {row['attacker_accuracy']:.3f} "
+                  f"psnr {row['psnr']:.2f} (pick {row['pick_psnr']:.2f}, non-adaptive "
+                  f"{row.get('non_adaptive_psnr') or float('nan'):.2f}) [{row['cpu_seconds']:.0f} s CPU; {todo} to do, "
+                  f"{elapsed / 60:.0f} min so far]", flush=True)
+        rows.append(done[key])
     return rows
 
 
-def aggregate(rows: list[dict[str, Any]], families: dict[str, list[str]], target: float) -> dict[str, Any]:
-    """Per dataset: mean +- std per setting, the matched setting of each family, the comparison."""
-    family_of = {s: f for f, specs in families.items() for s in specs}
+def aggregate(rows: list[dict[str, Any]], cells: dict[str, Cell], target: float) -> dict[str, Any]:
+    """Per cell: mean +- std per setting, the matched setting of each family, the comparison."""
     report: dict[str, Any] = {}
-    for dataset in sorted({r["dataset"] for r in rows}):
-        mine = [r for r in rows if r["dataset"] == dataset]
+    for name, cell in cells.items():
+        mine = [r for r in rows if r["cell"] == name]
+        if not mine:
+            continue
+        family_of = {s: f for f, specs in cell.families.items() for s in specs}
         settings = {}
         for spec in family_of:
             runs = [r for r in mine if r["defense_spec"] == spec]
             if not runs:
                 continue
-            entry = {"defense": runs[0]["defense"], "family": family_of[spec], "seeds": [r["seed"] for r in runs]}
-            for m in METRICS:  # rows of older versions name the training budget epsilon_training
-                entry[m], entry[f"{m}_std"] = _mean_std([r.get(m, r.get("epsilon")) if m == "epsilon_training"
-                                                         else r.get(m) for r in runs])
+            entry = {"defense": runs[0]["defense"], "family": family_of[spec], "seeds": [r["seed"] for r in runs],
+                     "rero_kappa": runs[0].get("rero_kappa"),
+                     "pick_attacks": _counts([r.get("pick_attacks") or {} for r in runs])}
+            for m in METRICS:
+                entry[m], entry[f"{m}_std"] = _mean_std([r.get("epsilon") if m == "epsilon_training" else r.get(m)
+                                                         for r in runs])
             settings[spec] = entry
         matched = {}
-        for family, specs in families.items():
+        for family, specs in cell.families.items():
             candidates = [s for s in specs if s in settings]
+            if not candidates:
+                continue
             reaching = [s for s in candidates if settings[s]["client_accuracy"] >= target]
             pick = max(reaching, key=lambda s: settings[s]["mse"]) if reaching else \
                 max(candidates, key=lambda s: settings[s]["client_accuracy"])
             matched[family] = {"setting": pick, "reaches_target": bool(reaching)}
-        report[dataset] = {"settings": settings, "matched": matched,
-                           "comparison": compare(mine, matched), "target_accuracy": target}
+        report[name] = {"cell": dataclasses.asdict(cell), "settings": settings, "matched": matched,
+                        "comparison": compare(mine, matched) if "perturb" in matched else {},
+                        "target_accuracy": target}
     return report
+
+
+def _counts(dicts: list[dict[str, int]]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for d in dicts:
+        for k, v in d.items():
+            out[k] = out.get(k, 0) + v
+    return out
 
 
 def compare(rows: list[dict[str, Any]], matched: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -158,30 +223,65 @@ def _fmt(value: float | None, std: float | None, spec: str = ".3f") -> str:
     return "-" if value is None else f"{value:{spec}} ± {std:{spec}}"
 
 
+def claim_verdict(rep: dict[str, Any]) -> str:
+    """Where the seed paper's claim holds in this cell: perturb beats each baseline by its margins."""
+    parts = []
+    for family in BASELINES:
+        c = rep["comparison"].get(family)
+        if not c or c["attacker_accuracy_reduction"] is None:
+            parts.append(f"{family}: not compared")
+            continue
+        red_ok = c["attacker_accuracy_reduction"] >= SEED_CLAIM["attacker_accuracy_reduction"]
+        mse_ok = c["mse_increase"] is not None and c["mse_increase"] >= SEED_CLAIM["mse_increase"]
+        parts.append(f"{family}: attacker accuracy claim {'holds' if red_ok else 'does not hold'} "
+                     f"({c['attacker_accuracy_reduction']:+.1%}), MSE claim {'holds' if mse_ok else 'does not hold'} "
+                     f"({c['mse_increase']:+.1%})")
+    return "; ".join(parts)
+
+
 def markdown(report: dict[str, Any], meta: dict[str, Any]) -> str:
-    lines = ["# Latent perturbation vs DP-SGD vs BiDO vs none", "",
-             f"Budget `{meta['budget']}`, seeds {meta['seeds']}, attack IG (adaptive), LeNet, "
-             f"{meta['victims']} class-balanced victims (batch 1) per seed, {meta['rounds']} FedAvg rounds, "
-             f"4 clients. Mean ± std over seeds. CPU time of all runs {meta['run_cpu_seconds']:.0f} s "
-             f"(wall {meta['run_wall_seconds']:.0f} s; one thread, nice 10, machine shared with other jobs).", ""]
-    for dataset, rep in report.items():
-        lines += [f"## {dataset}", "", "| setting | client acc. | attacker acc. | MSE | PSNR (dB) | SSIM | epsilon |",
-                  "|---|---|---|---|---|---|---|"]
+    lines = ["# Defenses against the strongest attacker: adaptive vs non-adaptive, DP bound, matched accuracy", "",
+             f"Budget `{meta['budget']}`, seeds {meta['seeds']}, battery {' + '.join(ATTACKS)} (each adapted to the "
+             f"defense), {meta['victims']} class-balanced victims per seed, {meta['rounds']} FedAvg rounds, 4 clients, "
+             f"{meta['iterations']} attack iterations. Mean ± std over seeds. CPU time of all runs "
+             f"{meta['run_cpu_seconds']:.0f} s (wall {meta['run_wall_seconds']:.0f} s; one thread, nice 10, machine "
+             "shared with other jobs).", "",
+             "Columns: PSNR/SSIM/MSE/attacker acc. = the adaptive attacker, defender's worst case (the battery's attack "
+             "with the highest mean PSNR); 'pick' = the reconstruction the attacker itself picks per update (lowest "
+             "update mismatch, no private data); 'non-adaptive' = the same battery ignoring the defense, on the same "
+             "updates; 'identified' = share of samples the reconstruction singles out among 10 candidates, beside "
+             "the DP bound on it (DP-SGD rows; chance 0.10).", ""]
+    for name, rep in report.items():
+        cell = rep["cell"]
+        lines += [f"## {name}: {cell['dataset']} / {cell['model']}"
+                  f"{' ' + json.dumps(cell['model_options']) if cell['model_options'] else ''} / batch "
+                  f"{cell['batch_size']} ({cell['why']})", "",
+                  "| setting | client acc. | attacker acc. | MSE | PSNR (dB) | SSIM | pick PSNR | non-adaptive PSNR "
+                  "| non-adaptive attacker acc. | epsilon | identified | DP bound |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         chosen = {m["setting"] for m in rep["matched"].values()}
         for spec, e in rep["settings"].items():
             mark = " **(matched)**" if spec in chosen else ""
-            lines.append(f"| {e['defense']}{mark} | {_fmt(e['client_accuracy'], e['client_accuracy_std'])} | "
-                         f"{_fmt(e['attacker_accuracy'], e['attacker_accuracy_std'])} | "
-                         f"{_fmt(e['mse'], e['mse_std'], '.4f')} | {_fmt(e['psnr'], e['psnr_std'], '.2f')} | "
-                         f"{_fmt(e['ssim'], e['ssim_std'])} | {_fmt(e['epsilon_training'], e['epsilon_training_std'], '.1f')} |")
+            lines.append(
+                f"| {e['defense']}{mark} | {_fmt(e['client_accuracy'], e['client_accuracy_std'])} | "
+                f"{_fmt(e['attacker_accuracy'], e['attacker_accuracy_std'])} | {_fmt(e['mse'], e['mse_std'], '.4f')} | "
+                f"{_fmt(e['psnr'], e['psnr_std'], '.2f')} | {_fmt(e['ssim'], e['ssim_std'])} | "
+                f"{_fmt(e['pick_psnr'], e['pick_psnr_std'], '.2f')} | "
+                f"{_fmt(e['non_adaptive_psnr'], e['non_adaptive_psnr_std'], '.2f')} | "
+                f"{_fmt(e['non_adaptive_attacker_accuracy'], e['non_adaptive_attacker_accuracy_std'])} | "
+                f"{_fmt(e['epsilon_training'], e['epsilon_training_std'], '.1f')} | "
+                f"{_fmt(e['rero_success'], e['rero_success_std'], '.2f')} | "
+                f"{_fmt(e['rero_bound'], e['rero_bound_std'], '.3f')} |")
         lines += ["", f"Matched at client accuracy >= {rep['target_accuracy']:.2f}: "
                   + ", ".join(f"{f} -> {m['setting']}" + ("" if m["reaches_target"] else " (below target)")
-                              for f, m in rep["matched"].items()), "",
-                  "| perturb vs | attacker accuracy reduction | MSE increase |", "|---|---|---|"]
-        for family, c in rep["comparison"].items():
-            lines.append(f"| {family} ({c['against']}) | {_fmt(c['attacker_accuracy_reduction'], c['attacker_accuracy_reduction_std'], '.1%')} | "
-                         f"{_fmt(c['mse_increase'], c['mse_increase_std'], '.1%')} |")
-        lines.append("")
+                              for f, m in rep["matched"].items()), ""]
+        if rep["comparison"]:
+            lines += ["| perturb vs | attacker accuracy reduction | MSE increase |", "|---|---|---|"]
+            for family, c in rep["comparison"].items():
+                lines.append(f"| {family} ({c['against']}) | "
+                             f"{_fmt(c['attacker_accuracy_reduction'], c['attacker_accuracy_reduction_std'], '.1%')} | "
+                             f"{_fmt(c['mse_increase'], c['mse_increase_std'], '.1%')} |")
+            lines += ["", f"Seed claim here: {claim_verdict(rep)}.", ""]
     lines += [f"Seed claim (BloodMNIST, CIFAR-10): {SEED_CLAIM['attacker_accuracy_reduction']:.1%} lower attacker "
               f"accuracy and {SEED_CLAIM['mse_increase']:.1%} higher MSE than the baselines at about "
               f"{SEED_CLAIM['client_accuracy']:.0%} client accuracy.", ""]
@@ -190,33 +290,34 @@ def markdown(report: dict[str, Any], meta: dict[str, Any]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="2 seeds, one setting per family, small budget")
-    parser.add_argument("--seeds", type=int, nargs="+", default=None, help="default 0 1 2 (quick: 0 1)")
-    parser.add_argument("--data-root", default=None, help="folder with bloodmnist.npz (MedMNIST), if you have it")
+    parser.add_argument("--quick", action="store_true", help="2 seeds, small budget (quick_config)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None, help="default 0 1 2 3 4 (quick: 0 1)")
+    parser.add_argument("--cells", nargs="+", default=list(CELLS), choices=list(CELLS), help="default: every cell")
+    parser.add_argument("--data-root", default=None, help="folder with MedMNIST .npz files, if a cell needs them")
     parser.add_argument("--target", type=float, default=0.90, help="client accuracy the families are matched at")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/defense_table"))
     args = parser.parse_args()
-    args.seeds = args.seeds or ([0, 1] if args.quick else [0, 1, 2])
+    args.seeds = args.seeds or ([0, 1] if args.quick else [0, 1, 2, 3, 4])
     torch.set_num_threads(1)
-    families = QUICK_FAMILIES if args.quick else FAMILIES
+    cells = {n: CELLS[n] for n in args.cells}
     args.out.mkdir(parents=True, exist_ok=True)
     start, cpu = time.perf_counter(), time.process_time()
-    rows = run_all(args, families, args.out)
-    report = aggregate(rows, families, args.target)
-    config = quick_config(DefendConfig()) if args.quick else DefendConfig()
+    rows = run_all(args, cells, args.out)
+    report = aggregate(rows, cells, args.target)
+    sample = config_for(next(iter(cells.values())), seed=0, quick=args.quick, data_root=args.data_root)
     meta = {"budget": "quick" if args.quick else "full", "seeds": args.seeds, "target": args.target,
-            "victims": config.victims, "rounds": config.federated.rounds,
-            "attack_options": config.attack_options, "families": families, "datasets": datasets(args.data_root),
+            "cells": list(cells), "attacks": list(ATTACKS), "victims": sample.victims,
+            "rounds": sample.federated.rounds, "iterations": sample.attack_options.get("iterations"),
             "wall_seconds": time.perf_counter() - start, "cpu_seconds": time.process_time() - cpu,
             "run_cpu_seconds": sum(r["cpu_seconds"] for r in rows), "run_wall_seconds": sum(r["wall_seconds"] for r in rows),
             "seed_claim": SEED_CLAIM, "note": "wall/cpu_seconds: this invocation; run_*: all runs, cached ones included"}
     stem = "quick" if args.quick else "full"
     (args.out / f"{stem}.json").write_text(json.dumps({"meta": meta, "report": report}, indent=2) + "\n")
     (args.out / f"{stem}.md").write_text(markdown(report, meta))
-    for dataset, rep in report.items():
-        points = [dict(e, defense=e["defense"]) for e in rep["settings"].values()]
-        save_frontier_plot(points, args.out / f"{stem}_{dataset.replace(':', '_')}_frontier.png",
-                           title=f"{dataset} / lenet / ig, mean over seeds {args.seeds}")
+    for name, rep in report.items():
+        points = [dict(e) for e in rep["settings"].values()]
+        save_frontier_plot(points, args.out / f"{stem}_{name}_frontier.png",
+                           title=f"{name}: {' + '.join(ATTACKS)}, mean over seeds {args.seeds}")
     print(markdown(report, meta))
 
 

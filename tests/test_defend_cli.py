@@ -47,13 +47,14 @@ def test_defend_writes_table_frontier_and_rows(tmp_path, capsys):
         assert 0 <= r["client_accuracy"] <= 1 and len(r["accuracy_history"]) == 2
         assert r["psnr"] is not None and r["psnr_std"] is not None and 0 <= r["attacker_accuracy"] <= 1
         assert r["attacker_knowledge"] and r["victims"] == 2
-    assert rows[1]["attack_options"] == {"iterations": 5, "distance": "l2", "restarts": 2}  # adaptive vs noise
-    assert rows[2]["attack_options"] == {"iterations": 5, "entries": "nonzero"}  # adaptive vs pruning
+    assert rows[1]["attacks"]["ig"]["options"] == {"iterations": 5, "distance": "l2", "restarts": 2}  # adaptive vs noise
+    assert rows[2]["attacks"]["ig"]["options"] == {"iterations": 5, "entries": "nonzero"}  # adaptive vs pruning
+    assert rows[2]["attacks"]["ig (non-adaptive)"]["options"] == {"iterations": 5}  # the adaptive attacker may also ignore it
     assert "non_adaptive_psnr" not in rows[0]  # undefended: nothing to adapt to
-    for r in rows[1:]:  # the non-adaptive attacker on the same updates, beside the adaptive one
-        assert r["non_adaptive_psnr"] is not None and r["non_adaptive_attack"] == "ig"
-    for r in rows:  # the attacker's own pick (lowest update mismatch) beside the defender's worst case
-        assert r["pick_attacks"] == {"ig": 2} and r["pick_psnr"] == pytest.approx(r["psnr"])
+    for r in rows[1:]:  # the non-adaptive attacker on the same updates, beside the adaptive one, never above it
+        assert r["non_adaptive_attack"] == "ig" and r["non_adaptive_psnr"] <= r["psnr"] + 1e-9
+    for r in rows:  # the attacker's own pick (lowest update mismatch) never above the defender's worst case
+        assert sum(r["pick_attacks"].values()) == 2 and r["pick_psnr"] <= r["psnr"] + 1e-9
         assert 0 <= r["pick_mismatch"] <= 2
     table = (out / "defenses.md").read_text()
     assert "| noise:0.01 |" in table and "attacker knowledge" in table

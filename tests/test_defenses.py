@@ -260,3 +260,28 @@ def test_federated_training_gives_each_defense_its_local_step(monkeypatch):
         federated_training(model, defense=defense, splits=splits, config=FederatedConfig(rounds=1, lr=0.01),
                            generator=_gen())
     assert seen == [0.01, 0.01, 0.3, 0.3]  # DP-SGD's clipped gradients need the larger step
+
+
+def test_dpsgd_refuses_batchnorm_before_training(tmp_path, capsys):
+    """BatchNorm mixes a batch's samples: per-sample clipping bounds nothing, so DP-SGD says so up front."""
+    from gradleak.cli import main
+
+    out = tmp_path / "d"
+    code = main(["attack", "--dataset", "digits", "--model", "convnet", "--model-option", "width=4", "--attack", "idlg",
+                 "--defense", "dpsgd:1", "--quiet", "--out", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "\n" not in err and "BatchNorm" in err and not out.exists()
+
+
+def test_audit_leaves_out_budget_defenses_the_model_cannot_take():
+    from gradleak.audit.run import usable_defenses
+    from gradleak.audit.settings import AuditSettings
+    from gradleak.errors import GradleakError
+    from gradleak.models import complete_spec
+    from gradleak.models.base import ModelSpec
+
+    spec = complete_spec(ModelSpec(name="convnet", input_shape=(1, 8, 8), num_classes=10, options={"width": 4}))
+    kept, skipped = usable_defenses(AuditSettings(model="convnet"), spec, ["none", "dpsgd:1", "prune:0.9"])
+    assert kept == ["none", "prune:0.9"] and "BatchNorm" in skipped["dpsgd:1"]
+    with pytest.raises(GradleakError, match="BatchNorm"):  # named by the user: an error, not a silent skip
+        usable_defenses(AuditSettings(model="convnet", defenses=["dpsgd:1"]), spec, ["none", "dpsgd:1"])

@@ -90,6 +90,8 @@ def simulate(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(scenario.seed)
         model = create_model(spec)
+    if defense is not None:
+        defense.check_model(model)
     if scenario.trained_steps > 0:
         pretrain(model, data=data.without(indices), steps=scenario.trained_steps, generator=generator,
                  progress=progress)

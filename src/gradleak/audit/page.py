@@ -296,6 +296,8 @@ def _defense_section(page: HtmlReport, tmp: Path, result: dict[str, Any], sweep:
     if sweep.truth is not None and sweep.reconstructions:
         defense_picture(page, tmp, rows=rows, truth=sweep.truth, reconstructions=list(sweep.reconstructions),
                         recommended=rec, setting=sweep_state(rows, cfg))
+    for spec, why in (result["defenses"].get("skipped") or {}).items():
+        page.paragraph(f"Not tested: {spec}. {why}.", css="muted")
     ref = sweep.reference_accuracy
     if ref is not None:
         page.paragraph(f"Attacker accuracy: share of reconstructions the attacker's own classifier (test accuracy "

@@ -52,6 +52,30 @@ def _threads(settings: AuditSettings, spec: ModelSpec) -> int:
     return 1 if count_parameters(create_model(spec)) < SMALL_MODEL else torch.get_num_threads()
 
 
+def usable_defenses(settings: AuditSettings, spec: ModelSpec, specs: Sequence[str]) -> tuple[list[str], dict[str, str]]:
+    """(specs the model can take, {spec: why not} for the budget's defaults it cannot).
+
+    A defense the user named that cannot protect this model is an error (exit 2); one that only
+    came with the budget (e.g. DP-SGD on a BatchNorm model) is left out and the report says why.
+    """
+    from ..defenses.base import parse_defense
+    from ..errors import GradleakError
+    from ..models import create_model
+
+    kept, skipped = [], {}
+    for s in specs:
+        defense = parse_defense(s)
+        try:
+            defense.check_model(create_model(defense.model_spec(spec)))
+        except GradleakError as error:
+            if settings.defenses is not None:
+                raise
+            skipped[s] = str(error)
+            continue
+        kept.append(s)
+    return kept, skipped
+
+
 def check(settings: AuditSettings) -> tuple[Any, ModelSpec, list[Entry], list[str]]:
     """Validate everything cheap to validate; returns (dataset, model spec, battery, defense specs)."""
     budget = settings.plan  # unknown budget names list the valid ones
@@ -84,6 +108,7 @@ def check(settings: AuditSettings) -> tuple[Any, ModelSpec, list[Entry], list[st
         from ..defenses.evaluation import check_specs
 
         check_specs(specs, attack="ig")
+        specs, _ = usable_defenses(settings, spec, specs)
     entries = battery(Setup(spec=spec, protocol=settings.protocol, data_kind=data.kind, prior=settings.prior,
                             budget=budget), only=settings.attacks)
     return data, spec, entries, specs
@@ -184,6 +209,8 @@ def run_audit(settings: AuditSettings, *, out: str | Path, show_progress: bool =
                             "worst_case": bound},
                 "blind_guess_psnr": baseline, "client_split": split_rule,
                 "defenses": None if sweep is None else {"attacks": list(sweep.attacks), "rows": defense_rows,
+                                                        "skipped": usable_defenses(settings, spec,
+                                                                                   settings.resolved_defenses())[1],
                                                         "config": sweep.config,
                                                         "reference_accuracy": sweep.reference_accuracy},
                 "malicious": malicious, "timings": timings, "environment": _environment(),

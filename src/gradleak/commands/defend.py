@@ -20,6 +20,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("defend", help="evaluate defenses: client accuracy vs attack success (privacy-utility)")
     p.add_argument("--dataset", required=True, help="dataset name, e.g. histology, medmnist:bloodmnist")
     p.add_argument("--model", required=True, help="victim model, e.g. lenet")
+    p.add_argument("--model-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="model constructor option (repeatable), e.g. width=16")
     p.add_argument("--defenses", nargs="+", required=True, metavar="SPEC",
                    help="defense specs: none noise:S laplace:B clip:C prune:P prune-global:P dpsgd:SIGMA "
                         "secagg:K batch:N steps:K perturb[:LAMBDA] bido[:A1] (see docs/defenses.md)")
@@ -58,7 +60,8 @@ def _config(args: argparse.Namespace):
         if value is not None and value < 1:
             raise GradleakError(f"--{flag.replace('_', '-')} must be >= 1, got {value}")
     config = DefendConfig(
-        dataset=args.dataset, model=args.model, attack=args.attack[0], extra_attacks=tuple(args.attack[1:]),
+        dataset=args.dataset, model=args.model, model_options=_key_values(args.model_option, flag="--model-option"),
+        attack=args.attack[0], extra_attacks=tuple(args.attack[1:]),
         attack_options=_key_values(args.option, flag="--option"), adaptive=not args.non_adaptive,
         side_by_side=not args.adaptive_only,
         batch_size=args.batch_size, federated=FederatedConfig(clients=args.clients), seed=args.seed,

@@ -82,6 +82,9 @@ class Defense(ABC):
     def model_spec(self, spec: ModelSpec) -> ModelSpec:
         return spec
 
+    def check_model(self, model: nn.Module) -> None:
+        """Refuse (GradleakError) a model the mechanism cannot protect, before any training."""
+
     # -------------------------------------------------------------------- client side
     custom_loss: ClassVar[bool] = False  # True when loss() differs from plain cross-entropy
     #: True when the defense only transforms a finished update (postprocess), so it can be

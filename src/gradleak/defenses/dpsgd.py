@@ -85,6 +85,14 @@ class DPSGD(Defense):
                 "epsilon": None if eps is None or eps == float("inf") else eps, "accountant": "opacus rdp",
                 "epsilon_release": self.release_epsilon()}
 
+    def check_model(self, model: nn.Module) -> None:
+        # Batch statistics mix the samples of a batch: per-sample clipping no longer bounds one
+        # record's influence, so no DP guarantee holds (Opacus refuses such layers too).
+        norms = [n for n, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        if norms:
+            raise GradleakError(f"dpsgd: the model has BatchNorm ({norms[0]}), which mixes the samples of a batch, "
+                                f"so per-sample clipping gives no DP guarantee; use a model without BatchNorm")
+
     # ------------------------------------------------------------ private steps
     def _private(self, model: nn.Module, *, lr: float, batch: int, generator: torch.Generator):
         GradSampleModule, DPOptimizer, _ = _opacus()

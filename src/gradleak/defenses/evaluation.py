@@ -15,11 +15,13 @@ For each defense spec, from the same seed, split and initial weights:
 With several attacks each row carries two answers. The **attacker's pick** (``pick_*``): per
 attacked update, the reconstruction that best reproduces the defended update (float64 cosine
 mismatch on the entries the defense transmits), a choice the attacker can make without the
-private data. The **defender's worst case** (the unprefixed columns): the attack with the
-highest mean PSNR, chosen with the private data; an upper bound the attacker cannot select but
-the one a recommendation must survive. With ``side_by_side`` the same updates are also attacked
-by the non-adaptive attacker (``non_adaptive_*``), so a table shows what adapting to the defense
-adds.
+private data. The **defender's worst case** (the unprefixed columns): per update, the attack
+whose reconstruction scores the highest PSNR, chosen with the private data; an upper bound the
+attacker cannot select but the one a recommendation must survive. With ``side_by_side`` the same
+updates are also attacked by the non-adaptive attacker (``non_adaptive_*``), so a table shows what
+adapting adds; the adaptive attacker, who knows the defense, may also run those plain variants,
+so its battery holds both and it is never weaker than the non-adaptive one (measured: against
+``noise:0.01`` on histology/LeNet, IG's plain cosine matching beat its noise-adapted L2 variant).
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ PICK_SCORES = ("psnr", "ssim", "mse", "attacker_accuracy")  # reported for the a
 class DefendConfig:
     dataset: str = "histology"  # dataset registry name
     model: str = "lenet"  # victim model (the perturb defense wraps it in latent-perturb)
+    model_options: dict[str, Any] = field(default_factory=dict)  # the model's options, e.g. {"width": 16}
     attack: str = "ig"  # attack registry name
     extra_attacks: tuple[str, ...] = ()  # further attacks; each row reports the strongest (highest mean PSNR)
     attack_options: dict[str, Any] = field(default_factory=dict)  # config overrides, given to each attack that has the field
@@ -152,7 +155,7 @@ class Evaluator:
         self.splits: Splits = split_data(self.data, config=config.federated,
                                          generator=torch.Generator().manual_seed(config.seed))
         self.spec = complete_spec(ModelSpec(name=config.model, input_shape=self.data.input_shape,
-                                            num_classes=self.data.num_classes))
+                                            num_classes=self.data.num_classes, options=dict(config.model_options)))
         self.reference = reference_classifier(
             self._model(self.spec, seed=config.seed + 1), data=self.splits.attacker, steps=config.reference_steps,
             generator=torch.Generator().manual_seed(config.seed + 1))
@@ -187,25 +190,28 @@ class Evaluator:
                  for v in range(cfg.victims)]
         others = [self.others(t.indices, victim=v) for v, (_, t) in enumerate(views)]
         results = {name: self.attack(name, defense, views, others=others) for name in cfg.attacks}
-        non_adaptive: dict[str, Any] = {}
+        plain: dict[str, Any] = {}
         if cfg.side_by_side and cfg.adaptive and defense.name != "none":
             for name in cfg.attacks:  # an attack the defense changes nothing of is its own non-adaptive run
-                plain = attack_options(cfg, name, defense, adaptive=False)
-                non_adaptive[name] = results[name] if plain == results[name]["options"] else \
+                options = attack_options(cfg, name, defense, adaptive=False)
+                plain[name] = results[name] if options == results[name]["options"] else \
                     self.attack(name, defense, views, others=others, adaptive=False)
+        # The adaptive attacker knows the defense, so it may also run the plain variants: its battery
+        # holds both, and it is never weaker than the non-adaptive attacker.
+        battery = {**results, **{f"{n} (non-adaptive)": r for n, r in plain.items() if r is not results[n]}}
         attack_seconds = time.perf_counter() - start
-        best = max(results, key=lambda a: _score(results[a]["summary"].get("psnr")))
-        summary, truths, recons = results[best]["summary"], results[best]["truths"], results[best]["reconstructions"]
+        worst = worst_case(battery)
         row = {
             "defense": defense.spec,
             "client_accuracy": history[-1],
-            **summary,
-            "truth_attacker_accuracy": self.judge(torch.cat(truths), torch.cat([t.labels for _, t in views])),
+            **worst["summary"],
+            "truth_attacker_accuracy": self.judge(torch.cat(worst["truths"]), torch.cat([t.labels for _, t in views])),
             "epsilon": epsilon_training,  # DP-SGD: the worst client's budget spent in the utility run
             "epsilon_release": defense.describe().get("epsilon_release"),  # one attacked release on its own
-            "attack": best,
-            "attack_options": results[best]["options"],
-            "attacks": {name: {**r["summary"], "options": r["options"]} for name, r in results.items()},
+            "attack": worst["attack"],
+            "attack_options": battery[worst["attack"]]["options"],
+            "worst_case_attacks": worst["counts"],
+            "attacks": {name: {**r["summary"], "options": r["options"]} for name, r in battery.items()},
             "adaptive": cfg.adaptive,
             "attacker_knowledge": defense.knowledge if cfg.adaptive else "architecture, weights and protocol (non-adaptive)",
             "victims": cfg.victims,
@@ -214,15 +220,15 @@ class Evaluator:
             "train_seconds": train_seconds,
             "attack_seconds": attack_seconds,
             "details": defense.describe(),
-            **self.rero(model, defense, views, others, successes=results[best]["identified"]).record(),
-            **attacker_pick(results),
+            **self.rero(model, defense, views, others, successes=worst["identified"]).record(),
+            **attacker_pick(battery),
         }
-        if non_adaptive:
-            worst = max(non_adaptive, key=lambda a: _score(non_adaptive[a]["summary"].get("psnr")))
-            row.update({f"non_adaptive_{k}": v for k, v in non_adaptive[worst]["summary"].items()})
-            row["non_adaptive_attack"] = worst
-            row.update({f"non_adaptive_{k}": v for k, v in attacker_pick(non_adaptive).items()})
-        return DefenseOutcome(row=row, truth=truths, reconstruction=recons)
+        if plain:
+            naive = worst_case(plain)
+            row.update({f"non_adaptive_{k}": v for k, v in naive["summary"].items()})
+            row["non_adaptive_attack"] = naive["attack"]
+            row.update({f"non_adaptive_{k}": v for k, v in attacker_pick(plain).items()})
+        return DefenseOutcome(row=row, truth=worst["truths"], reconstruction=worst["reconstructions"])
 
     def others(self, indices: torch.Tensor, *, victim: int) -> torch.Tensor:
         """(B, n - 1, ...) further candidates per private sample for the identification game
@@ -272,7 +278,8 @@ class Evaluator:
             aligned = recon.inputs.clamp(0, 1)[torch.as_tensor(metrics["assignment"])]
             metrics["attacker_accuracy"] = self.judge(aligned, truth.labels)
             metrics["mismatch"] = update_mismatch(observation, recon.inputs, recon.labels, entries=entries)
-            hits += int(identified(aligned, truth.inputs, others[v]).sum())
+            metrics["identified"] = int(identified(aligned, truth.inputs, others[v]).sum())
+            hits += metrics["identified"]
             records.append(metrics)
             truths.append(truth.inputs)
             recons.append(aligned)
@@ -322,6 +329,25 @@ class Evaluator:
                   "class_names": list(self.data.class_names)},
         )
         return observation, GroundTruth(inputs=x, labels=y, indices=idx)
+
+
+def worst_case(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The defender's worst case: per attacked update, the attack whose reconstruction scores the
+    highest PSNR against the private samples (ties: the order of ``results``). Chosen with the
+    private data, so an upper bound on what the attacker can select (always >= its pick)."""
+    names = list(results)
+    chosen, counts, truths, recons, hits = [], {n: 0 for n in names}, [], [], 0
+    for v in range(len(results[names[0]]["records"])):
+        name = max(names, key=lambda n: _score(results[n]["records"][v].get("psnr")))
+        counts[name] += 1
+        record = results[name]["records"][v]
+        chosen.append(record)
+        truths.append(results[name]["truths"][v])
+        recons.append(results[name]["reconstructions"][v])
+        hits += record.get("identified", 0)
+    counts = {n: c for n, c in counts.items() if c}
+    return {"summary": _summary(chosen, SCORES), "attack": max(counts, key=counts.get), "counts": counts,
+            "truths": truths, "reconstructions": recons, "identified": hits}
 
 
 def attacker_pick(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -377,6 +403,12 @@ def check_config(specs: Sequence[str], config: DefendConfig) -> None:
     unknown = sorted(set(config.attack_options) - known)
     if unknown:
         raise GradleakError(f"unknown attack option(s) {', '.join(unknown)} for {', '.join(config.attacks)}")
+    data = load_dataset(config.dataset, data_root=config.data_root, image_size=config.image_size,
+                        grayscale=config.grayscale)
+    spec = complete_spec(ModelSpec(name=config.model, input_shape=data.input_shape, num_classes=data.num_classes,
+                                   options=dict(config.model_options)))
+    for defense in defenses:  # a model the mechanism cannot protect (e.g. BatchNorm under DP-SGD)
+        defense.check_model(create_model(defense.model_spec(spec)))
     for name in config.attacks:  # bad option values fail here, with the attack's own message
         for defense in defenses:
             create_attack(name, **attack_options(config, name, defense))

@@ -16,6 +16,7 @@ read from the latent code uncorrelated with the image. The paper summary gives n
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
@@ -79,7 +80,8 @@ class LatentPerturbation(Defense):
             return spec
         return complete_spec(ModelSpec(name="latent-perturb", input_shape=spec.input_shape,
                                        num_classes=spec.num_classes,
-                                       options={"base": spec.name, "init_scale": INIT_SCALE}))
+                                       options={"base": spec.name, "init_scale": INIT_SCALE,
+                                                "base_options": json.dumps(spec.options, sort_keys=True)}))
 
     # ------------------------------------------------------------------ players
     def decoder(self, model: nn.Module, *, shape: tuple[int, ...], client: int) -> tuple[Decoder, Any]:

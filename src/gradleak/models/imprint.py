@@ -51,14 +51,14 @@ class ImprintOptions:
     temperature: float = opt(1.0, "logits are divided by this (the server softens a confident model)")
 
 
-def base_options(options: ImprintOptions) -> dict[str, Any]:
-    """The base model's options, parsed from their JSON text (a JSON object or an error)."""
+def base_options(options: Any, *, model: str = "imprint") -> dict[str, Any]:
+    """A wrapper's base-model options, parsed from their JSON text (a JSON object or an error)."""
     try:
         parsed = json.loads(options.base_options)
     except json.JSONDecodeError:
         parsed = None
     if not isinstance(parsed, dict):
-        raise GradleakError(f"imprint: base_options must be a JSON object, got {options.base_options!r}")
+        raise GradleakError(f"{model}: base_options must be a JSON object, got {options.base_options!r}")
     return parsed
 
 

@@ -30,7 +30,8 @@ from .options import opt
 
 @dataclass(frozen=True)
 class LatentPerturbOptions:
-    base: str = opt("lenet", "registry name of the classifier split into encoder + predictor (default options)")
+    base: str = opt("lenet", "registry name of the classifier split into encoder + predictor")
+    base_options: str = opt("{}", "the base model's options as a JSON object, e.g. {\"width\": 16}")
     # Initial noise scale in latent units. LeNet's latent code is a sigmoid output in (0, 1),
     # so 0.5 starts with noise comparable to the code; training moves it.
     init_scale: float = opt(0.5, "initial latent noise scale softplus(rho)")
@@ -75,5 +76,8 @@ def build_latent_perturb(*, input_shape: tuple[int, ...], num_classes: int, opti
         raise GradleakError("latent-perturb cannot wrap itself")
     if not (options.init_scale > 0 and math.isfinite(options.init_scale)):
         raise GradleakError(f"latent-perturb: init_scale must be a positive number, got {options.init_scale}")
-    base = MODELS.get(options.base)(input_shape=input_shape, num_classes=num_classes)
+    from .imprint import base_options
+
+    base = MODELS.get(options.base)(input_shape=input_shape, num_classes=num_classes,
+                                    **base_options(options, model="latent-perturb"))
     return LatentPerturbed(base, init_scale=options.init_scale)
