@@ -42,7 +42,7 @@ def forward_backward_seconds(observation, inputs, labels, *, budget: float) -> f
 
 def attack_iteration_seconds(observation, *, short: int, long: int) -> float:
     def run(iterations: int) -> float:
-        attack = create_attack("ig", iterations=iterations)
+        attack = create_attack("ig", iterations=iterations, patience=0)
         return attack.run(observation, generator=torch.Generator().manual_seed(0)).seconds
 
     run(2)  # warm-up

@@ -79,3 +79,14 @@ def test_lbfgs_stops_when_converged_and_reports_progress_for_the_whole_budget() 
     assert len(trace) < 20
     assert sum(ticks) == 300  # the progress bar completes
     assert torch.allclose(x.detach(), target, atol=1e-5)
+
+
+def test_patience_zero_is_accepted_as_an_option_and_runs_the_whole_budget() -> None:
+    """README: ``--option patience=0`` runs the whole budget (the validator once refused 0)."""
+    from gradleak.scenario import Scenario, simulate
+
+    observation, _ = simulate(Scenario(dataset="digits", model="lenet", batch_size=1))
+    recon = create_attack("ig", iterations=12, patience=0).run(observation, generator=torch.Generator().manual_seed(0))
+    assert recon.iterations_used == 12
+    with pytest.raises(GradleakError, match="patience"):
+        create_attack("ig", patience=-1)

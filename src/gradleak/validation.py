@@ -142,6 +142,8 @@ def config_value(config_cls: type, name: str, value: Any, *, owner: str) -> Any:
     if origin is int:
         minimum = 1 if isinstance(default, int) and not isinstance(default, bool) and default >= 1 else (
             0 if non_negative else None)
+        if name in ZERO_MEANS_OFF:
+            minimum = 0
         return as_int(value, what=what, minimum=minimum, maximum=MAX_COUNT)
     if origin is float:
         step = name == "lr" or name.endswith("_lr")
@@ -151,6 +153,11 @@ def config_value(config_cls: type, name: str, value: Any, *, owner: str) -> Any:
     if origin is dict:
         return as_mapping(value, what=what)
     return value
+
+
+#: count options whose 0 switches a feature off although their default is positive
+#: (``patience=0``: no stopping rule, the whole iteration budget runs)
+ZERO_MEANS_OFF = frozenset({"patience"})
 
 
 def as_column_statistics(value: Any, *, what: str, columns: int | None = None) -> dict[str, list[float]]:
