@@ -38,6 +38,9 @@ class IGConfig:
     # decay stage early; a plateau at the last stage stops it. 0 runs the fixed schedule.
     patience: int = 50
     tol: float = 1e-2  # progress: the best loss fell by more than this fraction within `patience` iterations
+    # Several restarts as one vmapped problem where the protocol and model allow (fedsgd, no
+    # train-mode BatchNorm): the same starts, schedules and choice, at a fraction of the cost.
+    batched_restarts: bool = True
 
     def __post_init__(self) -> None:
         check_common(self)
@@ -57,6 +60,10 @@ class InvertingGradients(OptimisationAttack):
     def objective(self, matcher: GradientMatcher, inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         loss = matcher(inputs, labels)
         return loss + self.config.tv_weight * total_variation(inputs) if self.config.tv_weight else loss
+
+    def batched_objective(self, matcher: GradientMatcher, labels: torch.Tensor):
+        distance, weight = matcher.functional(labels), self.config.tv_weight
+        return (lambda x: distance(x) + weight * total_variation(x)) if weight else distance
 
     def loop_settings(self, observation: Observation) -> LoopSettings:
         cfg = self.config

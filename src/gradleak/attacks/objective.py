@@ -7,7 +7,7 @@ from typing import Callable, Sequence
 import torch
 
 from ..errors import GradleakError
-from ..fl.protocol import compute_update
+from ..fl.protocol import compute_update, fedsgd_gradient, mean_loss
 from ..observation import Observation
 from ..registry import Registry
 
@@ -43,6 +43,38 @@ def cosine_distance(update: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     wide = torch.float64 if update.dtype in (torch.float32, torch.float16, torch.bfloat16) else update.dtype
     u, t = update.to(wide), target.to(wide)
     return (1.0 - torch.dot(u, t) / (u.norm() * t.norm() + 1e-12)).to(update.dtype)
+
+
+class Prepared:
+    """A distance with everything about the fixed target computed once, evaluated per tensor.
+
+    The matching loop's hot path: no concatenation of the whole update, no conversion of the
+    target per iteration; per-tensor partial sums accumulate in float64 (the precision the
+    flattened form has, see :func:`cosine_distance`).
+    """
+
+    def __init__(self, kind: str, parts: Sequence[torch.Tensor]) -> None:
+        self.kind = kind
+        wide = torch.float64 if parts[0].dtype in (torch.float32, torch.float16, torch.bfloat16) else parts[0].dtype
+        self.wide = wide
+        if kind == "cosine":
+            self.target = [p.detach().reshape(-1).to(wide) for p in parts]
+            self.norm = torch.stack([t.dot(t) for t in self.target]).sum().sqrt()
+        else:  # l2: the target stays in the search's dtype, as in :func:`l2_distance`
+            self.target = [p.detach().reshape(-1) for p in parts]
+            self.scale = torch.stack([t.dot(t) for t in self.target]).sum().clamp(min=1e-30, max=1.0)
+
+    def __call__(self, update: Sequence[torch.Tensor]) -> torch.Tensor:
+        flat = [u.reshape(-1) for u in update]
+        if self.kind == "cosine":
+            wide = [u.to(self.wide) for u in flat]
+            dot = torch.stack([u.dot(t) for u, t in zip(wide, self.target)]).sum()
+            norm = torch.stack([u.dot(u) for u in wide]).sum().sqrt()
+            return (1.0 - dot / (norm * self.norm + 1e-12)).to(flat[0].dtype)
+        return torch.stack([(u - t).pow(2).sum() for u, t in zip(flat, self.target)]).sum() / self.scale
+
+
+PREPARED = {"cosine", "l2"}  # distances with a per-tensor prepared form (others use the flattened one)
 
 
 def flatten(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -129,23 +161,48 @@ class GradientMatcher:
         self.dtype = dtype
         self.model = observation.build_model(device=self.device).to(dtype)
         self.model.requires_grad_(True)
+        self.params = [p for _, p in self.model.named_parameters()]
         parts = [observation.update[k].to(self.device, dtype) for k, _ in self.model.named_parameters()]
         self.mask = entry_mask(entries, parts)
+        self.index = None if self.mask is None else torch.nonzero(self.mask).flatten()  # vmap-safe selection
         self.target = self._select(flatten(parts))
+        # The hot path: the whole update matched with a built-in distance, target prepared once.
+        self.prepared = Prepared(distance, parts) if self.mask is None and distance in PREPARED else None
 
     def _select(self, vector: torch.Tensor) -> torch.Tensor:
-        return vector if self.mask is None else vector[self.mask]
+        return vector if self.index is None else vector.index_select(0, self.index)
 
     def update(self, inputs: torch.Tensor, labels: torch.Tensor, *, create_graph: bool = True) -> list[torch.Tensor]:
+        if self.observation.protocol.name == "fedsgd":  # hot path: the cached parameter list, no dict
+            return list(fedsgd_gradient(self.model, self.params, inputs, labels, create_graph=create_graph))
         update = compute_update(
             self.model, inputs=inputs, labels=labels, protocol=self.observation.protocol, create_graph=create_graph,
         )
         return list(update.values())
 
     def __call__(self, inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return self.distance(self._select(flatten(self.update(inputs, labels))), self.target)
+        return self.measure(self.update(inputs, labels))
+
+    def measure(self, update: Sequence[torch.Tensor]) -> torch.Tensor:
+        """The distance of an update (per-parameter tensors, in the model's order) to the target."""
+        if self.prepared is not None:
+            return self.prepared(update)
+        return self.distance(self._select(flatten(update)), self.target)
+
+    def functional(self, labels: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+        """``inputs -> distance(update(inputs, labels), target)`` as a pure function, for
+        ``torch.func`` transforms (fedsgd only: vmap over restarts, see :mod:`.batched`)."""
+        from torch.func import functional_call, grad
+
+        params = {k: p.detach() for k, p in self.model.named_parameters()}
+        buffers = dict(self.model.named_buffers())
+
+        def distance(inputs: torch.Tensor) -> torch.Tensor:
+            update = grad(lambda p: mean_loss(functional_call(self.model, (p, buffers), (inputs,)), labels))(params)
+            return self.measure(list(update.values()))
+
+        return distance
 
     def loss_value(self, inputs: torch.Tensor, labels: torch.Tensor) -> float:
         """The distance as a number, without building the graph the search needs."""
-        update = self.update(inputs, labels, create_graph=False)
-        return float(self.distance(self._select(flatten(update)), self.target).detach())
+        return float(self.measure(self.update(inputs, labels, create_graph=False)).detach())

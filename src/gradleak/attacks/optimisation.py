@@ -78,10 +78,14 @@ class OptimisationAttack(Attack):
         """Run the configured restarts with ``matcher`` (a :class:`GradientMatcher` or one that
         wraps it) and fixed labels ``estimate``; keep the lowest gradient loss."""
         cfg = self.config
-        candidates = [
-            self.search(observation, matcher=matcher, labels=estimate, generator=generator, progress=progress)
-            for _ in range(cfg.restarts)
-        ]
+        if self.runs_batched(observation, matcher=matcher, estimate=estimate):
+            candidates = self.batched_search(observation, matcher=matcher, labels=estimate, generator=generator,
+                                             progress=progress)
+        else:
+            candidates = [
+                self.search(observation, matcher=matcher, labels=estimate, generator=generator, progress=progress)
+                for _ in range(cfg.restarts)
+            ]
         best = best_of_restarts(candidates)
         chosen = candidates[best]
         return Reconstruction(
@@ -96,6 +100,36 @@ class OptimisationAttack(Attack):
             chosen_restart=best,
             iterations=cfg.iterations,
         )
+
+    def batched_objective(self, matcher: GradientMatcher, labels: torch.Tensor) -> Any:
+        """``inputs -> objective`` as a pure function for vmap over restarts; None: not supported."""
+        return None
+
+    def runs_batched(self, observation: Observation, *, matcher: Any, estimate: LabelEstimate | None) -> bool:
+        """Restarts as one vmapped problem (:mod:`.batched`): asked for, several restarts, fixed
+        labels, the plain matcher, and a model and loop the batched form reproduces."""
+        from .batched import batchable
+
+        return (getattr(self.config, "batched_restarts", False) and self.config.restarts > 1 and estimate is not None
+                and type(matcher) is GradientMatcher and type(self).search is OptimisationAttack.search
+                and self.batched_objective(matcher, estimate.labels) is not None
+                and batchable(observation, matcher.model, self.loop_settings(observation)))
+
+    def batched_search(
+        self, observation: Observation, *, matcher: GradientMatcher, labels: LabelEstimate,
+        generator: torch.Generator, progress: Progress,
+    ) -> list[Candidate]:
+        """Every restart at once; the same random starts, schedule and stopping as :meth:`search`."""
+        from torch.func import grad_and_value, vmap
+
+        from .batched import batched_adam
+
+        y = labels.labels.to(matcher.device)
+        x = torch.stack([random_inputs(observation, generator=generator, matcher=matcher).detach()
+                         for _ in range(self.config.restarts)])
+        step = vmap(grad_and_value(self.batched_objective(matcher, y)))
+        traces = batched_adam(step=step, x=x, settings=self.loop_settings(observation), progress=progress)
+        return [Candidate(x[r].detach(), y, self.score(matcher, x[r], y), traces[r]) for r in range(len(traces))]
 
     @staticmethod
     def score(matcher: GradientMatcher, inputs: torch.Tensor, labels: torch.Tensor) -> float:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -87,9 +87,20 @@ def _loss(model: nn.Module, params: Params | None, buffers: Params | None, x: to
     ``params is None`` runs the module with its own parameters (no functional_call overhead).
     """
     logits = model(x) if params is None else functional_call(model, (params, buffers or {}), (x,))
-    if logits.shape[-1] == 1:  # single-logit logistic setting (R-GAP)
+    return mean_loss(logits, y)
+
+
+def mean_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The client's training loss of ``logits``: cross-entropy, or logistic for a single logit (R-GAP)."""
+    if logits.shape[-1] == 1:
         return F.binary_cross_entropy_with_logits(logits, y.to(logits.dtype).reshape(logits.shape))
     return F.cross_entropy(logits, y)
+
+
+def fedsgd_gradient(model: nn.Module, tensors: Sequence[torch.Tensor], x: torch.Tensor, y: torch.Tensor, *,
+                    create_graph: bool) -> tuple[torch.Tensor, ...]:
+    """The fedsgd update for the module's own parameters ``tensors`` (in their order)."""
+    return torch.autograd.grad(_loss(model, None, None, x, y), tensors, create_graph=create_graph)
 
 
 @PROTOCOLS.register("fedsgd", description="one gradient of the mean loss on the client batch")
