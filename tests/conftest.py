@@ -33,7 +33,7 @@ def fedavg_observation():
 # One real audit (LeNet on 8x8 digits, R-GAP and IG at batch 1 and 2, two defenses, ~15 s), shared
 # by test_audit.py and test_report_page.py instead of running it once per module.
 TINY_AUDIT = ["audit", "--dataset", "digits", "--budget", "quick", "--batch-sizes", "1", "2", "--attacks", "rgap",
-              "ig", "--defenses", "none", "noise:0.01", "--quiet"]
+              "ig", "--defenses", "none", "noise:0.01", "--quiet", "--workers", "2"]
 
 
 @pytest.fixture(scope="session")

@@ -255,3 +255,18 @@ def test_malicious_findings_without_the_section():
         {"batch_size": 4, "clients": 8, "samples": 32, "exact_fraction": 0.9, "inspect_refuses": True}]}
     findings, actions = malicious_findings(stage)
     assert "90% of 32" in findings[0] and "gradleak inspect" in actions[0] and "refused every" in actions[0]
+
+
+def test_parallel_battery_gives_the_sequential_records(tiny_audit, tmp_path):
+    """The shared audit ran its battery in 2 worker processes; one process gives the same records."""
+    from gradleak.cli import main
+    from conftest import TINY_AUDIT
+
+    _, parallel = tiny_audit
+    out = tmp_path / "seq"
+    assert main([*TINY_AUDIT[:TINY_AUDIT.index("--defenses")], "--defenses", "none", "--quiet", "--workers", "1",
+                 "--out", str(out)]) == 0
+    sequential = json.loads((out / "results.json").read_text())
+    keys = ("attack", "batch_size", "seed", "status", "psnr", "ssim", "mismatch", "chosen")
+    assert [{k: r.get(k) for k in keys} for r in sequential["attacks"]["records"]] == \
+        [{k: r.get(k) for k in keys} for r in parallel["attacks"]["records"]]

@@ -99,41 +99,69 @@ def runs_at(entry: Entry, batch_size: int, max_iterative_batch: int | None) -> b
     return entry.kind == "closed-form" or max_iterative_batch is None or batch_size <= max_iterative_batch
 
 
+def attack_cell(name: str, options: dict[str, Any], observation: Observation, truth: GroundTruth, seed: int,
+                device: str, keep: bool, *, progress: Any) -> tuple[dict[str, Any], torch.Tensor | None]:
+    """One run of the battery: (record fields, the aligned reconstruction when ``keep``).
+
+    Top-level and self-contained (its own generator from ``seed``), so it can run in a worker
+    process with the same result. Failures are recorded, never fatal.
+    """
+    record: dict[str, Any] = {}
+    picture = None
+    try:
+        attack = create_attack(name, **options)
+        recon = attack.run(observation, generator=torch.Generator().manual_seed(seed), device=device,
+                           progress=progress)
+        metrics = evaluate(recon, truth, observation=observation)
+        record.update(status="ok", **{k: metrics.get(k) for k in SCORES if k != "mismatch"},
+                      label_method=recon.label_method,
+                      mismatch=update_mismatch(observation, recon.inputs, recon.labels))
+        if keep:
+            picture = recon.inputs.clamp(0, 1)[torch.as_tensor(metrics["assignment"])]
+    except (GradleakError, RuntimeError, ValueError) as exc:  # one failing attack never ends the audit
+        record.update(status="error", error=f"{exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+    return record, picture
+
+
 def attack_stage(trials: Sequence[Trial], entries: Sequence[Entry], *, progress: AuditProgress,
-                 device: str = "cpu", max_iterative_batch: int | None = None) -> AttackRecords:
-    """Run every runnable entry on every trial; failures are recorded, never fatal."""
+                 device: str = "cpu", max_iterative_batch: int | None = None, workers: int = 1) -> AttackRecords:
+    """Run every runnable entry on every trial (in ``workers`` processes when > 1: the same records)."""
+    from .parallel import run_jobs
+
     out = AttackRecords()
     runnable = [e for e in entries if e.skipped is None]
-    first_seed = {}
+    first_seed: dict[int, int] = {}
     for t in trials:
         first_seed.setdefault(t.batch_size, t.seed)
+    cells = [(t, e) for t in trials for e in runnable if runs_at(e, t.batch_size, max_iterative_batch)]
     for t in trials:
-        keep = first_seed[t.batch_size] == t.seed
-        if keep:
+        if first_seed[t.batch_size] == t.seed:
             out.pictures[t.batch_size] = {"truth": t.truth.inputs.clamp(0, 1)}
-        trial_records = []
-        for entry in runnable:
-            if not runs_at(entry, t.batch_size, max_iterative_batch):
-                continue
-            scale = entry.weight * batch_scale(t.batch_size)
-            label = f"{entry.name}, batch {t.batch_size}, seed {t.seed}"
-            record: dict[str, Any] = {"attack": entry.name, "kind": entry.kind, "batch_size": t.batch_size,
-                                      "seed": t.seed}
-            with progress.task("attacks", label, units=attack_units(entry, t.batch_size), per_step=scale) as advance:
-                try:
-                    attack = create_attack(entry.name, **entry.options)
-                    recon = attack.run(t.observation, generator=torch.Generator().manual_seed(t.seed), device=device,
-                                       progress=advance)
-                    metrics = evaluate(recon, t.truth, observation=t.observation)
-                    record.update(status="ok", **{k: metrics.get(k) for k in SCORES if k != "mismatch"},
-                                  label_method=recon.label_method,
-                                  mismatch=update_mismatch(t.observation, recon.inputs, recon.labels))
-                    if keep:
-                        aligned = recon.inputs.clamp(0, 1)[torch.as_tensor(metrics["assignment"])]
-                        out.pictures[t.batch_size][entry.name] = aligned
-                except (GradleakError, RuntimeError, ValueError) as exc:  # one failing attack never ends the audit
-                    record.update(status="error", error=f"{exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
-            trial_records.append(record)
+    jobs = [(attack_cell, (e.name, e.options, t.observation, t.truth, t.seed, device,
+                           first_seed[t.batch_size] == t.seed)) for t, e in cells]
+    units = [attack_units(e, t.batch_size) for t, e in cells]
+    scales = [e.weight * batch_scale(t.batch_size) for t, e in cells]
+    labels = [f"{e.name}, batch {t.batch_size}, seed {t.seed}" for t, e in cells]
+    spent = [0.0] * len(cells)
+    title = "the battery" if workers <= 1 else f"the battery, {len(cells)} runs on {workers} processes"
+    with progress.task("attacks", title, units=sum(units)) as advance_all:
+        def advance(j: int, n: int) -> None:
+            if workers <= 1:
+                progress.label(labels[j])
+            step = min(n * scales[j], units[j] - spent[j])
+            if step > 0:
+                spent[j] += step
+                advance_all(step)
+
+        results = run_jobs(jobs, workers=workers, advance=advance)  # the task credits what runs left unreported
+    by_trial: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for (t, e), (fields, picture) in zip(cells, results):
+        record = {"attack": e.name, "kind": e.kind, "batch_size": t.batch_size, "seed": t.seed, **fields}
+        if picture is not None:
+            out.pictures[t.batch_size][e.name] = picture
+        by_trial[id(t)].append(record)
+    for t in trials:
+        trial_records = by_trial.get(id(t), [])
         _mark_attacker_choice(trial_records)
         out.records.extend(trial_records)
     return out

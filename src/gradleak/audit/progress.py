@@ -28,6 +28,10 @@ class AuditProgress:
         self.bar.total = max(1, round(self.bar.total + units))
         self.bar.refresh()
 
+    def label(self, text: str) -> None:
+        """Show what runs now (within a task)."""
+        self.bar.set_postfix_str(text, refresh=False)
+
     def _advance(self, units: float) -> None:
         before = round(self.done)
         self.done += units

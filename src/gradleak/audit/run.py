@@ -52,6 +52,20 @@ def _threads(settings: AuditSettings, spec: ModelSpec) -> int:
     return 1 if count_parameters(create_model(spec)) < SMALL_MODEL else torch.get_num_threads()
 
 
+def _workers(settings: AuditSettings, threads: int) -> int:
+    """Battery processes: one per core for one-thread models whose registrations a spawned worker
+    has (gradleak's own, or loaded by ``--plugin``); a model registered only in the caller's
+    script stays in this process."""
+    from ..data import DATASETS
+    from ..models import MODELS
+    from .parallel import PLUGINS, available_cores, builtin
+
+    if settings.workers is not None:
+        return settings.workers
+    known = PLUGINS or (builtin(settings.model, MODELS) and builtin(settings.dataset, DATASETS))
+    return available_cores() if threads == 1 and settings.device == "cpu" and known else 1
+
+
 def usable_defenses(settings: AuditSettings, spec: ModelSpec, specs: Sequence[str]) -> tuple[list[str], dict[str, str]]:
     """(specs the model can take, {spec: why not} for the budget's defaults it cannot).
 
@@ -86,6 +100,8 @@ def check(settings: AuditSettings) -> tuple[Any, ModelSpec, list[Entry], list[st
         raise GradleakError(f"--seeds must be >= 1, got {settings.seeds}")
     if settings.threads is not None and settings.threads < 1:
         raise GradleakError(f"--threads must be >= 1, got {settings.threads}")
+    if settings.workers is not None and settings.workers < 1:
+        raise GradleakError(f"--workers must be >= 1, got {settings.workers}")
     if settings.threat not in THREATS:
         raise GradleakError(f"unknown threat {settings.threat!r}; choose one of: {', '.join(THREATS)}")
     if settings.trained_steps < 0:
@@ -143,7 +159,9 @@ def run_audit(settings: AuditSettings, *, out: str | Path, show_progress: bool =
     timings: dict[str, float] = {}
     started = time.perf_counter()
     threads_before = torch.get_num_threads()
-    torch.set_num_threads(_threads(settings, spec))
+    threads = _threads(settings, spec)
+    torch.set_num_threads(threads)
+    workers = _workers(settings, threads)
     try:
         with atomic_directory(out) as tmp:
             clock = time.perf_counter()
@@ -170,7 +188,7 @@ def run_audit(settings: AuditSettings, *, out: str | Path, show_progress: bool =
 
             clock = time.perf_counter()
             attacks = attack_stage(trials, entries, progress=progress, device=settings.device,
-                                   max_iterative_batch=settings.plan.iterative_max_batch)
+                                   max_iterative_batch=settings.plan.iterative_max_batch, workers=workers)
             summary, curve = summarise(attacks.records), attacker_curve(attacks.records)
             bound = worst_case(summary)
             timings["attacks"] = time.perf_counter() - clock

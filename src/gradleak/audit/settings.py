@@ -40,6 +40,9 @@ class AuditSettings:
     # torch CPU threads; None = 1 for models under SMALL_MODEL parameters (their ops are too small
     # to gain from threads, and idle-spinning threads collapse on a shared machine), torch's default otherwise
     threads: int | None = None
+    # processes running the battery's independent runs, one torch thread each (the same records as
+    # one process); None = one per available core when the model runs on one thread, else 1
+    workers: int | None = None
 
     @property
     def plan(self) -> Budget:

@@ -52,6 +52,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     a.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     a.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default: 1 for models under 1M parameters, else torch's default)")
+    a.add_argument("--workers", type=int, default=None,
+                   help="processes for the attack battery's independent runs, one thread each (default: every "
+                        "available core for models that run on one thread, else 1); the same results as 1")
     a.add_argument("--quiet", action="store_true", help="no progress bar")
     a.add_argument("--out", required=True, type=Path, help="output directory (report.html, results.json, pictures)")
     p.set_defaults(func=cmd_audit)
@@ -87,6 +90,10 @@ def load_plugin(target: str) -> None:
                 raise
         else:
             importlib.import_module(target)
+        from ..audit.parallel import PLUGINS
+
+        if target not in PLUGINS:
+            PLUGINS.append(target)  # worker processes load it too
     except GradleakError:
         raise
     except KeyboardInterrupt:
@@ -117,7 +124,7 @@ def cmd_audit(args: argparse.Namespace) -> None:
         image_size=args.image_size, grayscale=args.grayscale, data_root=args.data_root,
         model_options=_key_values(args.model_option, flag="--model-option"), attacks=args.attacks,
         defenses=defenses, prior=None if args.prior is None else str(args.prior), seed=args.seed, threat=args.threat,
-        device=_check_device(args.device), threads=args.threads,
+        device=_check_device(args.device), threads=args.threads, workers=args.workers,
     )
     signal.signal(signal.SIGTERM, _interrupt)  # a killed audit still removes its temporary directory
     result = run_audit(settings, out=args.out, show_progress=not args.quiet, command=sys.argv[1:])
