@@ -258,15 +258,19 @@ def test_malicious_findings_without_the_section():
 
 
 def test_parallel_battery_gives_the_sequential_records(tiny_audit, tmp_path):
-    """The shared audit ran its battery in 2 worker processes; one process gives the same records."""
+    """The shared audit ran its battery and defense sweep in 2 worker processes; one process gives
+    the same records, defense rows and verdict."""
     from gradleak.cli import main
     from conftest import TINY_AUDIT
 
     _, parallel = tiny_audit
     out = tmp_path / "seq"
-    assert main([*TINY_AUDIT[:TINY_AUDIT.index("--defenses")], "--defenses", "none", "--quiet", "--workers", "1",
-                 "--out", str(out)]) == 0
+    assert main([*TINY_AUDIT[:-2], "--workers", "1", "--out", str(out)]) == 0
     sequential = json.loads((out / "results.json").read_text())
     keys = ("attack", "batch_size", "seed", "status", "psnr", "ssim", "mismatch", "chosen")
     assert [{k: r.get(k) for k in keys} for r in sequential["attacks"]["records"]] == \
         [{k: r.get(k) for k in keys} for r in parallel["attacks"]["records"]]
+    keys = ("defense", "client_accuracy", "psnr", "ssim", "non_adaptive_psnr", "pick_psnr", "reference_accuracy")
+    assert [{k: r.get(k) for k in keys} for r in sequential["defenses"]["rows"]] == \
+        [{k: r.get(k) for k in keys} for r in parallel["defenses"]["rows"]]
+    assert sequential["verdict"]["headline"] == parallel["verdict"]["headline"]

@@ -88,15 +88,53 @@ def defense_units(settings: AuditSettings, attacks: Sequence[str], specs: Sequen
                                       + plan.defense_victims * len(attack_runs(s, config)) * per_victim for s in specs)
 
 
+def defense_cell(config: Any, spec: str, shown: int, per_round: float, per_victim: float, *,
+                 progress: Any) -> tuple[dict[str, Any], torch.Tensor, torch.Tensor, dict[str, Any], float]:
+    """One defense of the sweep in a fresh evaluator (a worker process): (row, truth, reconstruction
+    of the first ``shown`` samples per victim, split description, reference accuracy). The
+    evaluator is deterministic in the config's seed, so this equals the shared-evaluator run."""
+    from ..defenses.evaluation import Evaluator
+
+    evaluator = Evaluator(config)
+    evaluator.progress = lambda stage, n: progress(round(n * (per_round if stage == "round" else per_victim)))
+    outcome = evaluator.run(spec)
+    outcome.row["reference_accuracy"] = evaluator.reference_accuracy
+    truth, recon = outcome.first(shown)
+    return outcome.row, truth, recon, evaluator.splits.describe(), evaluator.reference_accuracy
+
+
 def defense_stage(settings: AuditSettings, specs: Sequence[str], *, attacks: Sequence[str],
-                  progress: AuditProgress) -> DefenseSweep:
-    """Run the sweep; each defense's row carries its accuracy, attack scores and knowledge."""
+                  progress: AuditProgress, workers: int = 1) -> DefenseSweep:
+    """Run the sweep; each defense's row carries its accuracy, attack scores and knowledge.
+
+    With ``workers`` > 1 the defenses run in parallel processes, each with its own (identical)
+    evaluator: the reference classifier is trained once per defense instead of once in all.
+    """
     from ..defenses.evaluation import Evaluator, attack_runs, check_config
+    from .parallel import run_jobs
 
     config = defense_config(settings, attacks)
     check_config(specs, config)
     plan = settings.plan
     per_round, per_victim = _units(settings, attacks)
+    if workers > 1 and len(specs) > 1:
+        shown = min(settings.resolved_batch_sizes())
+        units = [plan.reference_steps + plan.defense_rounds * per_round
+                 + plan.defense_victims * len(attack_runs(s, config)) * per_victim for s in specs]
+        spent = [0.0] * len(specs)
+        with progress.task("defenses", f"{len(specs)} defenses on {workers} processes", units=sum(units)) as advance_all:
+            def advance(j: int, n: int) -> None:
+                step = min(n, units[j] - spent[j])
+                if step > 0:
+                    spent[j] += step
+                    advance_all(step)
+
+            results = run_jobs([(defense_cell, (config, s, shown, per_round, per_victim)) for s in specs],
+                               workers=workers, advance=advance)
+        rows = [r[0] for r in results]
+        return DefenseSweep(rows=rows, truth=results[0][1], reconstructions=[r[2] for r in results],
+                            attacks=tuple(attacks), config=config.to_json() | {"split": results[0][3]},
+                            reference_accuracy=results[0][4])
     with progress.task("defenses", "attacker's reference classifier", units=plan.reference_steps):
         evaluator = Evaluator(config)
     rows, recons, truth = [], [], None

@@ -201,7 +201,7 @@ def run_audit(settings: AuditSettings, *, out: str | Path, show_progress: bool =
                 chosen = sweep_attacks([r for r in summary if r["batch_size"] == sizes[0]],
                                        max_weight=settings.plan.defense_max_weight)
                 progress.add(defense_units(settings, chosen, specs) - defense_units(settings, ("rgap", "ig"), specs))
-                sweep = defense_stage(settings, specs, attacks=chosen, progress=progress)
+                sweep = defense_stage(settings, specs, attacks=chosen, progress=progress, workers=workers)
                 timings["defenses"] = time.perf_counter() - clock
             defense_rows = with_cost(sweep.rows) if sweep else []
             malicious = None
