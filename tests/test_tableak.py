@@ -150,3 +150,25 @@ def test_certified_records_replace_their_closest_pooled_record():
     out, slots = _with_certified(pooled, exact, certified)
     assert slots.tolist() == [2, 1]
     assert torch.equal(out[0], pooled[0]) and torch.equal(out[2], exact[0]) and torch.equal(out[1], exact[2])
+
+
+def test_record_table_shows_values_in_units_and_marks_unsure_cells(tmp_path):
+    """#20: the table picture decodes each variable (categories by name, continuous de-standardised)."""
+    from gradleak.data import load_dataset
+    from gradleak.data.schema import RecordSchema
+    from gradleak.report.record_table import cell_text, save_record_table
+
+    data = load_dataset("gbsg2")
+    schema = RecordSchema.from_json(data.meta["schema"])
+    records = data.inputs[:4]
+    raw = schema.denormalise(records)
+    for j, f in enumerate(schema.features):
+        text = cell_text(records[0], schema, j)
+        if f.kind == "continuous":
+            assert float(text) == pytest.approx(float(raw[0, f.start]), rel=1e-2)
+        elif f.kind == "categorical":
+            assert text in f.categories
+    confidence = torch.rand(4, len(schema.features), generator=torch.Generator().manual_seed(0))
+    hits = confidence > 0.3
+    path = save_record_table(records, tmp_path / "t.png", schema=schema, confidence=confidence, hits=hits)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -234,7 +234,8 @@ def cmd_attack(args: argparse.Namespace) -> None:
     metrics = evaluate(reconstruction, truth, observation=observation)
     metrics.update(plan.record())
     with atomic_directory(args.out) as tmp:
-        write_attack_outputs(tmp, config=config, metrics=metrics, reconstruction=reconstruction, truth=truth)
+        write_attack_outputs(tmp, config=config, metrics=metrics, reconstruction=reconstruction, truth=truth,
+                                 observation=observation)
     keys = ("fmse", "similarity", "feature_accuracy") if "fmse" in metrics else ("psnr", "ssim", "mse")
     extra = ("exact_fraction", "certified_fraction") if metrics.get("certified_fraction") is not None else ()
     if "feature_certified_fraction" in metrics:  # deep spear: the features leaked, whatever the images

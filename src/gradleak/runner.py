@@ -59,10 +59,22 @@ def _record_metrics(reconstruction: Reconstruction, truth: GroundTruth | None, *
 
 
 def _record_pictures(directory: Path, *, metrics: dict[str, Any], reconstruction: Reconstruction,
-                     truth: GroundTruth | None) -> None:
+                     truth: GroundTruth | None, schema: dict[str, Any] | None = None) -> None:
     recon = ordered(reconstruction.inputs, metrics.get("assignment"))
     save_record_heatmaps(None if truth is None else truth.inputs, recon, directory / "reconstruction.png",
                          title=f"{reconstruction.attack}: truth vs reconstruction")
+    if schema is None or recon.dim() != 2:  # the table is for flat records with a schema
+        return
+    from .metrics.tabular import hit_matrix
+    from .report.record_table import save_record_table
+
+    parsed = RecordSchema.from_json(schema)
+    conf = None if reconstruction.confidence is None else \
+        ordered(reconstruction.confidence.detach().cpu(), metrics.get("assignment"))
+    hits = None if truth is None else hit_matrix(recon, truth.inputs, parsed,
+                                                 tolerance=float(metrics.get("continuous_tolerance") or 0.1))
+    save_record_table(recon, directory / "records_table.png", schema=parsed, confidence=conf, hits=hits,
+                      title=f"{reconstruction.attack}: reconstructed records")
 
 
 # Metrics and pictures per data kind (Observation.data['kind']); kinds not listed are images.
@@ -131,13 +143,16 @@ def write_attack_outputs(
     metrics: dict[str, Any],
     reconstruction: Reconstruction,
     truth: GroundTruth | None,
+    observation: Observation | None = None,
 ) -> None:
-    """Write the standard outputs of one attack run into ``directory``."""
+    """Write the standard outputs of one attack run into ``directory`` (``observation``: for the
+    record schema of a table's picture)."""
     write_json(directory / "config.json", {**config, "attack_summary": reconstruction.summary()})
     write_json(directory / "metrics.json", metrics)
     picture = KIND_PICTURES.get(str(metrics.get("data_kind", "image")))
     if picture is not None:
-        picture(directory, metrics=metrics, reconstruction=reconstruction, truth=truth)
+        schema = None if observation is None else observation.data.get("schema")
+        picture(directory, metrics=metrics, reconstruction=reconstruction, truth=truth, schema=schema)
     else:
         recon = reconstruction.inputs.clamp(0, 1)
         if truth is not None:

@@ -119,7 +119,8 @@ class FlowerAuditor:
         with atomic_directory(target) as tmp:
             config = {"command": "flower-audit", "round": server_round, "node_id": node_id,
                       "attack": self.config.attack, "options": self.config.attack_options, "seed": self.config.seed}
-            write_attack_outputs(tmp, config=config, metrics=result, reconstruction=reconstruction, truth=truth)
+            write_attack_outputs(tmp, config=config, metrics=result, reconstruction=reconstruction, truth=truth,
+                                 observation=observation)
         return {k: result.get(k) for k in SCALARS}
 
     def chosen(self, clients: Sequence[ClientUpdate]) -> list[ClientUpdate]:

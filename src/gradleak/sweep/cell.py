@@ -65,7 +65,8 @@ def run_cell(cell: Cell, *, cells_dir: str | Path, threads: int | None = None) -
                   "options": plan.options, "seed": cell.seed, "defense": cell.defense,
                   "scenario": scenario.to_json()}
         with atomic_directory(Path(cells_dir) / cell.id) as tmp:
-            write_attack_outputs(tmp, config=config, metrics=metrics, reconstruction=reconstruction, truth=truth)
+            write_attack_outputs(tmp, config=config, metrics=metrics, reconstruction=reconstruction, truth=truth,
+                                 observation=observation)
         record.update(status="ok", metrics={k: metrics.get(k) for k in SCALAR_METRICS},
                       attacker_knowledge=plan.knowledge)
     except (GradleakError, RuntimeError) as exc:  # a failing cell is recorded, the sweep goes on
