@@ -52,6 +52,8 @@ class Defense(ABC):
     default_value: ClassVar[float | None] = None
     #: what the adaptive attacker against this defense is assumed to know
     knowledge: ClassVar[str] = "architecture, weights and protocol (no defense)"
+    #: attacks an adaptive evaluation adds against this defense (beside the user's battery)
+    extra_attacks: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, value: float | None = None) -> None:
         self.value = value

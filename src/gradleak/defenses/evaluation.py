@@ -189,7 +189,7 @@ class Evaluator:
         views = [self.observe(model, model_spec, defense, generator=generator, choose=choose, victim=v)
                  for v in range(cfg.victims)]
         others = [self.others(t.indices, victim=v) for v, (_, t) in enumerate(views)]
-        results = {name: self.attack(name, defense, views, others=others) for name in cfg.attacks}
+        results = {name: self.attack(name, defense, views, others=others) for name in battery_for(cfg, defense)}
         plain: dict[str, Any] = {}
         if cfg.side_by_side and cfg.adaptive and defense.name != "none":
             for name in cfg.attacks:  # an attack the defense changes nothing of is its own non-adaptive run
@@ -438,11 +438,18 @@ def evaluate_defenses(
     return [o.row for o in evaluate_outcomes(specs, config=config, progress=progress)[1]]
 
 
+def battery_for(config: DefendConfig, defense: Defense) -> list[str]:
+    """The adaptive attacker's attacks against ``defense``: the config's, then the ones the defense
+    itself names (e.g. a decoder trained by the attacker against the latent perturbation)."""
+    extra = [a for a in defense.extra_attacks if a not in config.attacks] if config.adaptive else []
+    return [*config.attacks, *extra]
+
+
 def attack_runs(spec: str, config: DefendConfig) -> list[str]:
     """The attack runs per victim against ``spec``: each attack, then each one the non-adaptive
     comparison runs again (only those whose options adapting changes)."""
     defense = parse_defense(spec)
-    runs = list(config.attacks)
+    runs = battery_for(config, defense)
     if config.side_by_side and config.adaptive and defense.name != "none":
         runs += [a for a in config.attacks
                  if attack_options(config, a, defense, adaptive=False) != attack_options(config, a, defense)]

@@ -61,6 +61,8 @@ class LatentPerturbation(Defense):
     takes_value = True
     default_value = 1.0  # lam: weight of the correlation term against cross-entropy
     custom_loss = True
+    # the attacker the defense is designed against, run by the server: a decoder trained on its own data
+    extra_attacks = ("latent-decoder",)
     knowledge = ("architecture with the learned noise scale, weights and protocol; not the noise draws "
                  "nor the private decoder (matches with the noise at its mean, zero)")
 
