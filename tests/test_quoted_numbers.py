@@ -12,6 +12,8 @@ The convention (README, "Benchmarks"):
   precision it is written with (``0.985`` matches 0.9851; ``3.9e-10`` matches 3.88e-10). A
   number followed by ``%`` may also be a fraction in the files (``91 %`` matches 0.906).
   Settings and counts (``batch 1``, ``3 seeds``) are expected in the files too.
+* A paper's own numbers are quoted in a list item, table row or paragraph that starts with
+  "Published" (or "**Published**"); they are not ours, so they are not checked.
 
 Run ``python tests/test_quoted_numbers.py`` to list every unmatched number.
 """
@@ -35,7 +37,7 @@ HEADING = re.compile(r"^(#{1,6})\s+(.*)$")
 MEASURED = re.compile(r"^(?:[-*]\s+)?(?:\*\*)?Measured\b")
 RESULTS_PATH = re.compile(r"benchmarks/results/[A-Za-z0-9_./-]*[A-Za-z0-9_/-]")
 # a number not glued to a word, a path or a version: "0.985", "3.9e-10", "1,000", "-0.5"
-NUMBER = re.compile(r"(?<![\w.\-/:])(-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:[eE][-+]?\d+)?)(?![\w/]|\.\d|-\d{2}-)(\s*%)?")
+NUMBER = re.compile(r"(?<![\w.\-/:])(-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:[eE][-+]?\d+)?)(?![\w/]|\.\d|-\d{2}-)(\s*%|(?=[-–]\d+(?:\.\d+)?\s*%))?")
 DATE = re.compile(r"\b\d{4}-\d{2}-\d{2}\b")
 CODE_SPAN = re.compile(r"`[^`]*`")
 LINK_TARGET = re.compile(r"\]\([^)]*\)")
@@ -73,7 +75,7 @@ def measured_blocks(path: Path) -> list[Block]:
             if heading_block is not None and level <= heading_block[0]:
                 heading_block = None
             if heading_block is None and match.group(2).startswith("Measured"):
-                heading_block = (level, Block(path, number, line.strip()))
+                heading_block = (level, Block(path, number, line.strip(), [line]))
                 blocks.append(heading_block[1])
             elif heading_block is not None:
                 heading_block[1].lines.append(line)  # a sub-heading belongs to the block
@@ -81,8 +83,10 @@ def measured_blocks(path: Path) -> list[Block]:
         if heading_block is not None:
             heading_block[1].lines.append(line)
             continue
-        if not line.strip() or (line.lstrip()[:2] in ("- ", "* ") and paragraph is not None):
-            paragraph = None  # a blank line or the next list item ends a paragraph
+        item = line.lstrip()[:2] in ("- ", "* ")
+        if not line.strip() or (item and paragraph is not None and paragraph.title[:2] in ("- ", "* ")
+                                and _indent(line) <= _indent(paragraph.lines[0])):
+            paragraph = None  # a blank line ends a paragraph; the next list item ends a list item
         if paragraph is None and not fenced and MEASURED.match(line.strip()):
             paragraph = Block(path, number, line.strip())
             blocks.append(paragraph)
@@ -91,14 +95,27 @@ def measured_blocks(path: Path) -> list[Block]:
     return blocks
 
 
+PUBLISHED = re.compile(r"^(?:[-*|]\s*)?(?:\*\*)?Published\b")
+NEW_ITEM = re.compile(r"^(?:[-*]\s|\|)")
+
+
+def _indent(line: str) -> int:
+    return len(line) - len(line.lstrip())
+
+
 def prose(lines: list[str]) -> Iterator[tuple[int, str]]:
-    """(offset, text) of each line outside fenced code, code spans, link targets and dates removed."""
-    fenced = False
+    """(offset, text) of each line outside fenced code and "Published" items; code spans,
+    link targets and dates removed."""
+    fenced = published = False
     for offset, line in enumerate(lines):
         if line.lstrip().startswith("```"):
             fenced = not fenced
             continue
-        if not fenced:
+        stripped = line.strip()
+        if not stripped or NEW_ITEM.match(stripped):
+            published = False  # a blank line, a new list item or a table row ends a quoted item
+        published = published or bool(PUBLISHED.match(stripped))
+        if not fenced and not published:
             yield offset, DATE.sub(" ", LINK_TARGET.sub("]", CODE_SPAN.sub(" ", line)))
 
 
@@ -122,14 +139,14 @@ def quoted_numbers(block: Block) -> list[tuple[int, Quote]]:
     out = []
     for offset, text in prose(block.lines):
         for match in NUMBER.finditer(text):
-            out.append((block.line + 1 + offset, quote(match.group(1), bool(match.group(2)))))
+            out.append((block.line + offset, quote(match.group(1), match.group(2) is not None)))
     return out
 
 
 def source_paths(block: Block) -> list[Path]:
     """The results files a block names (directories expand to their result files)."""
     paths: list[Path] = []
-    for text in [block.title, *block.lines]:
+    for text in block.lines:
         for name in RESULTS_PATH.findall(text):
             path = ROOT / name.rstrip("/.")
             if path.is_dir():
@@ -206,15 +223,18 @@ def test_the_parser_finds_blocks_numbers_and_precision(tmp_path: Path) -> None:
     doc = tmp_path / "d.md"
     doc.write_text("# T\n\nMeasured (`benchmarks/results/x.json`): FMSE 3.9e-10 at batch 1, 91 %.\n"
                    "same paragraph 0.985 `--option k=7` b1 cnn6 on 2026-12-03.\n\nNot measured: 42.\n\n"
+                   "Measured too (benchmarks/results/y.md):\n- Published: 0.98 at 128\n  and 2024\n- ours 0.5\n\n"
                    "## Measured here\n\n| a | 1.50 ± 0.2 |\n\n### sub 5\n\n## Other\n\n77\n")
     blocks = measured_blocks(doc)
-    assert [b.line for b in blocks] == [3, 8]
+    assert [b.line for b in blocks] == [3, 8, 13]
     texts = [q.text for b in blocks for _, q in quoted_numbers(b)]
-    assert texts == ["3.9e-10", "1", "91", "0.985", "1.50", "0.2", "5"]
+    assert texts == ["3.9e-10", "1", "91", "0.985", "0.5", "1.50", "0.2", "5"]
     q = quote("3.9e-10", False)
     assert found(q, [3.88e-10]) and not found(q, [3.8e-10])
     assert found(quote("0.985", False), [0.9851]) and not found(quote("0.985", False), [0.9862])
     assert found(quote("91", True), [0.906]) and not found(quote("91", False), [0.906])
+    ranged = Block(doc, 1, "Measured", ["96-100 % of 7"])
+    assert [(q.text, q.percent) for _, q in quoted_numbers(ranged)] == [("96", True), ("100", True), ("7", False)]
     assert found(quote("113", False), [113.4]) and not found(quote("113", False), [124.0])
 
 
