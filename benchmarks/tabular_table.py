@@ -3,7 +3,10 @@
 Rows follow the study's table (naive randn start with linear decay and TV 0.1; Gaussian prior
 with cosine annealing and its Bayesian-optimised weights) plus ablations of each regularizer
 and a row with weights tuned here by ``gradleak tune``'s code (Optuna TPE) on batches the
-attacker simulates from its OWN split (``test``); victims hold ``train``. Each cell runs
+attacker simulates from its OWN split (``test``); victims hold ``train``. Every Gaussian prior
+is the attacker's own split's column statistics. The ``paper-*`` rows run the study's rows as
+the study ran them (squared L2 gradient distance, no final projection); the other rows use
+this project's cosine distance and projection. Each cell runs
 several seeds (seed = client batch, model init and attack start) and reports mean +- std of
 FMSE, similarity and feature accuracy after Hungarian matching. ihm-synthetic is SYNTHETIC
 data in the MIMIC-III benchmark's format, not patient records.
@@ -57,9 +60,31 @@ ROWS: dict[str, tuple[str, dict[str, Any]]] = {
     "prior-bc": ("prior: binary constraint 0.312 only",
                  {"mode": "prior", "tv_weight": 0.0, "binary_weight": 0.31178, "nuclear_weight": 0.0}),
     "tuned": ("prior: weights tuned here (Optuna TPE on the attacker's own split)", {"mode": "prior"}),
+    "paper-naive": ("as the study ran it: naive, TV 0.1, L2 distance, no projection",
+                    {"mode": "naive", "tv_weight": 0.1, "binary_weight": 0.0, "nuclear_weight": 0.0,
+                     "distance": "l2", "project": False}),
+    "paper-best": ("as the study ran it: prior, best weights TV 1.4e-4 NN 1e-5, L2 distance, no projection",
+                   {"mode": "prior", "tv_weight": 1.4e-4, "binary_weight": 0.0, "nuclear_weight": 1e-5,
+                    "distance": "l2", "project": False}),
+    "paper-trial1": ("as the study ran it: prior, trial 1 weights (BC 0.312), L2 distance, no projection",
+                     {"mode": "prior", "tv_weight": 2.31e-3, "binary_weight": 0.31178, "nuclear_weight": 5.1e-4,
+                      "distance": "l2", "project": False}),
 }
+# Journal cells of rows that start from the observation's Gaussian prior count only when they
+# carry this mark: earlier cells used the clients' split minus the victim's batch.
+PRIOR_SOURCE = "attacker-split"
 ABLATIONS = list(ROWS)
 SHORT = ["naive", "study-best", "prior-none", "tuned"]
+
+
+def uses_observation_prior(row: str) -> bool:
+    """The row starts from the observation's prior (the tuned row takes its prior from the tune file)."""
+    return ROWS[row][1].get("mode") == "prior" and row != "tuned"
+
+
+def current(record: dict[str, Any]) -> bool:
+    """Whether a journal cell was run with today's prior (see PRIOR_SOURCE)."""
+    return not uses_observation_prior(record["row"]) or record.get("prior") == PRIOR_SOURCE
 
 
 @dataclass
@@ -91,9 +116,10 @@ def plan(quick: bool) -> tuple[list[Block], dict[str, Any]]:
         return blocks, tuning
     tuning = {"trials": 12, "batches": 1, "iterations": 1500}
     three, two, one = [0, 1, 2], [0, 1], [0]
-    blocks = [Block("ihm-synthetic", "mlp", 1, SHORT, three, 5000),
-              Block("ihm-synthetic", "mlp", 1, ["study-trial1", "prior-tv", "prior-nn", "prior-bc"], one, 5000),
-              Block("breast-cancer", "mlp", 1, SHORT, three, 3000),
+    blocks = [Block("ihm-synthetic", "mlp", 1, SHORT + ["paper-naive", "paper-best"], three, 5000),
+              Block("ihm-synthetic", "mlp", 1, ["study-trial1", "prior-tv", "prior-nn", "prior-bc", "paper-trial1"],
+                    one, 5000),
+              Block("breast-cancer", "mlp", 1, SHORT + ["paper-naive"], three, 3000),
               Block("ihm-synthetic", "mlp", 4, SHORT, two, 2000, tune_from=1),
               Block("ihm-synthetic", "gru", 1, ["naive", "study-best", "prior-none"], one, 600),
               Block("ihm-synthetic", "mlp", 16, ["naive", "study-best", "prior-none"], one, 1500),
@@ -163,7 +189,8 @@ def summarise(records: list[dict[str, Any]], blocks: list[Block]) -> tuple[str, 
             block = next((b for b in blocks if b.key == key and row in b.rows), None)
             if block is None:
                 continue
-            cells = [r for r in records if r["block"] == key and r["row"] == row and r["iterations"] == block.iterations]
+            cells = [r for r in records if r["block"] == key and r["row"] == row and r["iterations"] == block.iterations
+                     and current(r)]
             if not cells:
                 continue
             stats = {}
@@ -201,29 +228,34 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="tiny budgets: checks every code path in minutes")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1; the box is shared)")
     parser.add_argument("--report-only", action="store_true", help="summarise the cells finished so far, run none")
+    parser.add_argument("--blocks", nargs="+", default=None,
+                        help="run only blocks whose key (e.g. ihm-synthetic/mlp/b1) is listed (default: all)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     suffix = "_quick" if args.quick else ""
     RESULTS.mkdir(parents=True, exist_ok=True)
     blocks, tuning = plan(args.quick)
     journal = Journal(RESULTS / f"tabular_table{suffix}.jsonl")
-    done = {(r["cell"], r["iterations"]) for r in journal.records}  # a changed budget re-runs the cell
+    done = {(r["cell"], r["iterations"]) for r in journal.records if current(r)}  # a changed budget re-runs the cell
     # the first block (the study's own setting) with all its seeds first, then seed-major order:
     # a run cut short still has mean +- std where it matters most and every other cell once
     head, rest = blocks[0], blocks[1:]
     todo = [(head, r, s) for s in range(len(head.seeds)) for r in head.rows]
     todo += [(b, r, s) for s in range(max(len(b.seeds) for b in rest)) for b in rest for r in b.rows
              if s < len(b.seeds)]
-    todo = [(b, r, b.seeds[s]) for b, r, s in todo if (f"{b.key}/{r}/{b.seeds[s]}", b.iterations) not in done]
+    todo = [(b, r, b.seeds[s]) for b, r, s in todo if (f"{b.key}/{r}/{b.seeds[s]}", b.iterations) not in done
+            and (args.blocks is None or b.key in args.blocks)]
     for block, row, seed in tqdm([] if args.report_only else todo, desc="table cells", unit="cell", file=sys.stderr):
         tuned = weights_file(block, tuning, suffix=suffix) if row == "tuned" else None
         metrics = run_cell(block, row, seed, tuned)
         journal.append({"cell": f"{block.key}/{row}/{seed}", "block": block.key, "row": row, "seed": seed,
-                        "iterations": block.iterations, "metrics": metrics})
+                        "iterations": block.iterations, "metrics": metrics, "prior": PRIOR_SOURCE})
     ratios = {key: step_ratio(next(b for b in blocks if b.key == key)) for key in dict.fromkeys(b.key for b in blocks)}
     table, summary = summarise(journal.records, blocks)
     budget = {"tuning": tuning, "threads": args.threads, "step_over_forward_backward": ratios,
               "load_average_at_end": open("/proc/loadavg").read().split()[:3] if Path("/proc/loadavg").exists() else None}
+    if args.blocks is not None:
+        return  # a partial run: `--report-only` writes the table once every part has finished
     missing = len(todo) if args.report_only else 0
     header = (f"# Record table ({'quick' if args.quick else 'full'} run"
               + (f"; {missing} planned cells not run yet" if missing else "") + ")\n\n"
