@@ -4,7 +4,8 @@ The convention (README, "Benchmarks"):
 
 * A **measured block** is a Markdown heading whose title starts with "Measured" (the block runs
   to the next heading of the same or a higher level), or a paragraph or list item whose text
-  starts with "Measured" (or "**Measured**").
+  starts with "Measured" (or "**Measured**"); a paragraph ending in ":" runs on to the next
+  heading (the list or table it introduces).
 * The block names the results it quotes: every ``benchmarks/results/...`` path in it (a file, or
   a directory: its ``.json``, ``.jsonl``, ``.md`` files). A block naming none fails.
 * Every number in the block's prose (outside code spans and fenced code; not part of a word
@@ -37,7 +38,7 @@ HEADING = re.compile(r"^(#{1,6})\s+(.*)$")
 MEASURED = re.compile(r"^(?:[-*]\s+)?(?:\*\*)?Measured\b")
 RESULTS_PATH = re.compile(r"benchmarks/results/[A-Za-z0-9_./-]*[A-Za-z0-9_/-]")
 # a number not glued to a word, a path or a version: "0.985", "3.9e-10", "1,000", "-0.5"
-NUMBER = re.compile(r"(?<![\w.\-/:])(-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:[eE][-+]?\d+)?)(?![\w/]|\.\d|-\d{2}-)(\s*%|(?=[-–]\d+(?:\.\d+)?\s*%))?")
+NUMBER = re.compile(r"(?<![\w./:])(?<![A-Za-z_]-)(-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:[eE][-+]?\d+)?)(?![\w/]|\.\d|-\d{2}-)(\s*%|(?=[-–]\d+(?:\.\d+)?\s*%))?")
 DATE = re.compile(r"\b\d{4}-\d{2}-\d{2}\b")
 CODE_SPAN = re.compile(r"`[^`]*`")
 LINK_TARGET = re.compile(r"\]\([^)]*\)")
@@ -60,37 +61,40 @@ class Block:
 
 def measured_blocks(path: Path) -> list[Block]:
     """The measured blocks of a Markdown file (see the module docstring)."""
-    lines = path.read_text().splitlines()
     blocks: list[Block] = []
     fenced = False
-    heading_block: tuple[int, Block] | None = None
-    paragraph: Block | None = None
-    for number, line in enumerate(lines, start=1):
+    heading: tuple[int, Block] | None = None  # (level, block) of an open "Measured" heading
+    paragraph: Block | None = None  # an open "Measured" paragraph or list item
+    runs_on = False  # that paragraph ended in ":": it runs to the next heading
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
         if line.lstrip().startswith("```"):
             fenced = not fenced
         match = HEADING.match(line) if not fenced else None
         if match:
-            level = len(match.group(1))
-            paragraph = None
-            if heading_block is not None and level <= heading_block[0]:
-                heading_block = None
-            if heading_block is None and match.group(2).startswith("Measured"):
-                heading_block = (level, Block(path, number, line.strip(), [line]))
-                blocks.append(heading_block[1])
-            elif heading_block is not None:
-                heading_block[1].lines.append(line)  # a sub-heading belongs to the block
+            level, paragraph = len(match.group(1)), None
+            if heading is not None and level <= heading[0]:
+                heading = None
+            if heading is None and match.group(2).startswith("Measured"):
+                heading = (level, Block(path, number, line.strip(), [line]))
+                blocks.append(heading[1])
+            elif heading is not None:
+                heading[1].lines.append(line)  # a sub-heading belongs to the block
             continue
-        if heading_block is not None:
-            heading_block[1].lines.append(line)
+        if heading is not None:
+            heading[1].lines.append(line)
             continue
-        item = line.lstrip()[:2] in ("- ", "* ")
-        if not line.strip() or (item and paragraph is not None and paragraph.title[:2] in ("- ", "* ")
-                                and _indent(line) <= _indent(paragraph.lines[0])):
-            paragraph = None  # a blank line ends a paragraph; the next list item ends a list item
+        if paragraph is not None and not runs_on:
+            blank = not line.strip()
+            next_item = (line.lstrip()[:2] in ("- ", "* ") and paragraph.title[:2] in ("- ", "* ")
+                         and _indent(line) <= _indent(paragraph.lines[0]))
+            if blank and paragraph.lines[-1].rstrip().endswith(":"):
+                runs_on = True
+            elif blank or next_item:
+                paragraph = None  # a blank line ends a paragraph; the next list item ends a list item
         if paragraph is None and not fenced and MEASURED.match(line.strip()):
-            paragraph = Block(path, number, line.strip())
+            paragraph, runs_on = Block(path, number, line.strip()), False
             blocks.append(paragraph)
-        if paragraph is not None and line.strip():
+        if paragraph is not None:
             paragraph.lines.append(line)
     return blocks
 
@@ -223,10 +227,10 @@ def test_the_parser_finds_blocks_numbers_and_precision(tmp_path: Path) -> None:
     doc = tmp_path / "d.md"
     doc.write_text("# T\n\nMeasured (`benchmarks/results/x.json`): FMSE 3.9e-10 at batch 1, 91 %.\n"
                    "same paragraph 0.985 `--option k=7` b1 cnn6 on 2026-12-03.\n\nNot measured: 42.\n\n"
-                   "Measured too (benchmarks/results/y.md):\n- Published: 0.98 at 128\n  and 2024\n- ours 0.5\n\n"
+                   "Measured too (benchmarks/results/y.md):\n\n- Published: 0.98 at 128\n  and 2024\n- ours 0.5\n\n"
                    "## Measured here\n\n| a | 1.50 ± 0.2 |\n\n### sub 5\n\n## Other\n\n77\n")
     blocks = measured_blocks(doc)
-    assert [b.line for b in blocks] == [3, 8, 13]
+    assert [b.line for b in blocks] == [3, 8, 14]
     texts = [q.text for b in blocks for _, q in quoted_numbers(b)]
     assert texts == ["3.9e-10", "1", "91", "0.985", "0.5", "1.50", "0.2", "5"]
     q = quote("3.9e-10", False)
