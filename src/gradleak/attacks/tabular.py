@@ -59,9 +59,9 @@ class TabularConfig:
     lr: float = 0.01  # Adam step size (the study's 0.01)
     anneal: str | None = None  # "cosine" | "linear" | "none"; None = the mode's (prior: cosine, naive: linear)
     distance: str = "cosine"  # gradient distance; "l2" stalled at FMSE 0.15-0.25 on the ihm MLP (batch 1), cosine reached 5e-9
-    tv_weight: float | None = None  # temporal total variation; None = tune file or mode default
-    binary_weight: float | None = None  # binary constraint on one-hot and mask columns; None = file/default
-    nuclear_weight: float | None = None  # nuclear norm of each record matrix; None = file/default
+    tv_weight: float | None = None  # temporal total variation; None = tune file, else shipped, else mode default
+    binary_weight: float | None = None  # binary constraint on one-hot and mask columns; None = as tv_weight
+    nuclear_weight: float | None = None  # nuclear norm of each record matrix; None = as tv_weight
     weights_file: str | None = None  # JSON written by `gradleak tune` with tuned weights (and prior)
     # mode prior: weights neither set nor in weights_file come from the file gradleak ships for the
     # observation's data set and model (tuned on the attacker's own split at batch 1), if there is one
@@ -101,7 +101,6 @@ class TabularConfig:
             self.anneal = MODE_DEFAULTS[self.mode]["anneal"]
         LoopSettings(optimizer="adam", iterations=self.iterations, lr=self.lr, anneal=self.anneal)  # validates
 
-
     @property
     def uses_shipped(self) -> bool:
         return self.mode == "prior" and bool(self.shipped)
@@ -122,9 +121,9 @@ class TabularConfig:
 
 
 def shipped_weights(*, dataset: str, model: str) -> Path | None:
-    """The shipped tune file for ``dataset`` and ``model``, if gradleak has one."""
-    path = SHIPPED / f"{dataset}_{model}.json"
-    return path if path.is_file() else None
+    """The shipped tune file for ``dataset`` and ``model``, if gradleak has one (names from an
+    observation file are only looked up, never joined into a path)."""
+    return {p.stem: p for p in SHIPPED.glob("*.json")}.get(f"{dataset}_{model}")
 
 
 def read_weights(path: Path) -> dict[str, Any]:
