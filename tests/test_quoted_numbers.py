@@ -253,6 +253,6 @@ def test_quoted_numbers_are_in_their_results(block: Block) -> None:
 
 
 if __name__ == "__main__":
-    for b in ALL_BLOCKS:
-        for problem in unmatched(b) if b else []:
+    for measured in ALL_BLOCKS:
+        for problem in unmatched(measured):
             print(problem)
