@@ -60,15 +60,17 @@ ROWS: dict[str, tuple[str, dict[str, Any]]] = {
     "prior-bc": ("prior: binary constraint 0.312 only",
                  {"mode": "prior", "tv_weight": 0.0, "binary_weight": 0.31178, "nuclear_weight": 0.0}),
     "tuned": ("prior: weights tuned here (Optuna TPE on the attacker's own split)", {"mode": "prior"}),
-    "paper-naive": ("as the study ran it: naive, TV 0.1, L2 distance, no projection",
+    # The study's rows as the study ran them: squared L2 distance, no projection, every iteration
+    # (no stopping rule).
+    "paper-naive": ("as the study ran it: naive, TV 0.1, L2 distance, no projection, full budget",
                     {"mode": "naive", "tv_weight": 0.1, "binary_weight": 0.0, "nuclear_weight": 0.0,
-                     "distance": "l2", "project": False}),
-    "paper-best": ("as the study ran it: prior, best weights TV 1.4e-4 NN 1e-5, L2 distance, no projection",
+                     "distance": "l2", "project": False, "patience": 0}),
+    "paper-best": ("as the study ran it: prior, best weights TV 1.4e-4 NN 1e-5, L2, no projection, full budget",
                    {"mode": "prior", "tv_weight": 1.4e-4, "binary_weight": 0.0, "nuclear_weight": 1e-5,
-                    "distance": "l2", "project": False}),
-    "paper-trial1": ("as the study ran it: prior, trial 1 weights (BC 0.312), L2 distance, no projection",
+                    "distance": "l2", "project": False, "patience": 0}),
+    "paper-trial1": ("as the study ran it: prior, trial 1 weights (BC 0.312), L2, no projection, full budget",
                      {"mode": "prior", "tv_weight": 2.31e-3, "binary_weight": 0.31178, "nuclear_weight": 5.1e-4,
-                      "distance": "l2", "project": False}),
+                      "distance": "l2", "project": False, "patience": 0}),
 }
 # Journal cells of rows that start from the observation's Gaussian prior count only when they
 # carry this mark: earlier cells used the clients' split minus the victim's batch.
@@ -83,8 +85,18 @@ def uses_observation_prior(row: str) -> bool:
 
 
 def current(record: dict[str, Any]) -> bool:
-    """Whether a journal cell was run with today's prior (see PRIOR_SOURCE)."""
-    return not uses_observation_prior(record["row"]) or record.get("prior") == PRIOR_SOURCE
+    """Whether a journal cell was run with today's prior (see PRIOR_SOURCE) and, for the
+    study-as-run rows, with today's options (cells recorded before they ran the full budget
+    are stale)."""
+    if uses_observation_prior(record["row"]) and record.get("prior") != PRIOR_SOURCE:
+        return False
+    return not record["row"].startswith("paper-") or record.get("options") == cell_options(record["row"],
+                                                                                            record["iterations"])
+
+
+def cell_options(row: str, iterations: int) -> dict[str, Any]:
+    """The attack options of a row's cell (the tuned row adds its weights file)."""
+    return {**ROWS[row][1], "iterations": iterations}
 
 
 @dataclass
@@ -149,7 +161,7 @@ def run_cell(block: Block, row: str, seed: int, tuned: Path | None) -> dict[str,
     """One attack on one simulated client round; the truth is used only to score."""
     observation, truth = simulate(Scenario(dataset=block.dataset, model=block.model, batch_size=block.batch_size,
                                            seed=seed, model_options=dict(block.model_options)))
-    options = {**ROWS[row][1], "iterations": block.iterations}
+    options = cell_options(row, block.iterations)
     if row == "tuned":
         options["weights_file"] = str(tuned)
     attack = create_attack("tabular", **options)
@@ -249,7 +261,8 @@ def main() -> None:
         tuned = weights_file(block, tuning, suffix=suffix) if row == "tuned" else None
         metrics = run_cell(block, row, seed, tuned)
         journal.append({"cell": f"{block.key}/{row}/{seed}", "block": block.key, "row": row, "seed": seed,
-                        "iterations": block.iterations, "metrics": metrics, "prior": PRIOR_SOURCE})
+                        "iterations": block.iterations, "metrics": metrics, "prior": PRIOR_SOURCE,
+                        "options": cell_options(row, block.iterations)})
     ratios = {key: step_ratio(next(b for b in blocks if b.key == key)) for key in dict.fromkeys(b.key for b in blocks)}
     table, summary = summarise(journal.records, blocks)
     budget = {"tuning": tuning, "threads": args.threads, "step_over_forward_backward": ratios,
