@@ -253,3 +253,12 @@ def test_default_cli_record_attack_meets_the_fmse_goal(tmp_path):
     assert main(["attack", "--dataset", "ihm-synthetic", "--model", "mlp", "--attack", "tabular", "--batch-size", "1",
                  "--seed", "0", "--quiet", "--out", str(out)]) == 0
     assert json.loads((out / "metrics.json").read_text())["fmse"] <= 1e-6
+
+
+def test_zero_turns_off_the_stopping_rule_and_the_thread_setting():
+    """README: `--option patience=0` runs the whole budget; threads=0 leaves torch's setting."""
+    obs, _ = simulate(Scenario(dataset="breast-cancer", model="logreg", batch_size=1, seed=0))
+    rec = create_attack("tabular", patience=0, threads=0, iterations=30).run(obs, generator=torch.Generator())
+    assert rec.iterations_used == 30
+    with pytest.raises(GradleakError, match="iterations"):
+        create_attack("tabular", iterations=0)
