@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -204,7 +205,7 @@ def main() -> None:
             if batch == 4 and seed == 0:
                 save_file({k: v.contiguous() for k, v in pictures.items()}, examples_path(args.out, dataset))
     rows = summarise(journal.records, args.attacks)
-    meta = {"command": "python benchmarks/gias_batch_table.py" + (" --quick" if args.quick else ""),
+    meta = {"command": " ".join(["python", "benchmarks/gias_batch_table.py", *sys.argv[1:]]),
             "budget": json.dumps(cfg), "machine": f"{platform.processor() or platform.machine()}, torch {torch.__version__}"}
     args.out.with_suffix(".json").write_text(json.dumps({"meta": meta, "priors": priors, "rows": rows,
                                                            "seed_study_psnr": SEED_STUDY_PSNR}, indent=2) + "\n")
