@@ -42,9 +42,8 @@ from .optimisation import OptimisationAttack, check_common, stop_rule
 WEIGHTS_FORMAT = "gradleak.tabular-weights"
 WEIGHT_FIELDS = ("tv_weight", "binary_weight", "nuclear_weight")
 # Defaults per mode. Naive: the study's baseline row (TV 0.1 only). Prior: the study's best
-# Bayesian-optimised row (TV 1.4e-4, no binary constraint, nuclear norm 1e-5). They are the
-# paper's, not ours: on ihm-synthetic (MLP, batch 1) they leave FMSE 2e-4, no regularizer 2e-6
-# and weights from `gradleak tune` 4e-10 (benchmarks/results/tabular_table.md); tune per setting.
+# Bayesian-optimised row (TV 1.4e-4, no binary constraint, nuclear norm 1e-5), used where no tuned
+# weights are shipped (SHIPPED); on ihm-synthetic they over-regularize (benchmarks/results/tabular_table.md).
 MODE_DEFAULTS: dict[str, dict[str, Any]] = {
     "naive": {"tv_weight": 0.1, "binary_weight": 0.0, "nuclear_weight": 0.0, "anneal": "linear"},
     "prior": {"tv_weight": 1.4e-4, "binary_weight": 0.0, "nuclear_weight": 1e-5, "anneal": "cosine"},
@@ -55,10 +54,10 @@ SHIPPED = Path(__file__).resolve().parent / "tabular_weights"  # <dataset>_<mode
 @dataclass
 class TabularConfig:
     mode: str = "prior"  # "prior" (Gaussian start from own statistics, cosine lr) or "naive" (randn, linear lr)
-    iterations: int = 5000  # Adam steps per restart (the study's 5000; ihm MLP batch 1 without regularizers: 5e-9)
+    iterations: int = 5000  # Adam steps per restart (the study's 5000)
     lr: float = 0.01  # Adam step size (the study's 0.01)
     anneal: str | None = None  # "cosine" | "linear" | "none"; None = the mode's (prior: cosine, naive: linear)
-    distance: str = "cosine"  # gradient distance; "l2" stalled at FMSE 0.15-0.25 on the ihm MLP (batch 1), cosine reached 5e-9
+    distance: str = "cosine"  # gradient distance; "l2" (the study's, see the paper-* rows of tabular_table.md) stalls
     tv_weight: float | None = None  # temporal total variation; None = tune file, else shipped, else mode default
     binary_weight: float | None = None  # binary constraint on one-hot and mask columns; None = as tv_weight
     nuclear_weight: float | None = None  # nuclear norm of each record matrix; None = as tv_weight
