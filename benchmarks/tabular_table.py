@@ -273,7 +273,10 @@ def main() -> None:
     header = (f"# Record table ({'quick' if args.quick else 'full'} run"
               + (f"; {missing} planned cells not run yet" if missing else "") + ")\n\n"
               "ihm-synthetic is SYNTHETIC (not patient data). Mean +- std over seeds; metrics after Hungarian "
-              f"matching; continuous tolerance 0.1 std.\nTuning budget: {json.dumps(tuning)} (TPE, attacker's "
+              f"matching; continuous tolerance 0.1 std.\nGaussian prior of every prior row: the column statistics of "
+              "the attacker's own `test` split (clients hold `train`). Rows 'as the study ran it': squared L2 gradient "
+              "distance, no final projection, every iteration; the other rows: cosine distance and projection."
+              f"\nTuning budget: {json.dumps(tuning)} (TPE, attacker's "
               "own `test` split).\nAttack step / plain forward+backward time: "
               + ", ".join(f"{k} {v:.0f}x" for k, v in ratios.items()) + "\n\n")
     (RESULTS / f"tabular_table{suffix}.md").write_text(header + table)
