@@ -5,6 +5,8 @@ a prior is trained on the attacker's own split (as ``gradleak prior train`` does
 batch size x seed draws a client batch outside that split, the victim (DLG LeNet, fedsgd)
 computes its gradient, and ``ig``, ``giz``, ``gias`` and ``giml`` invert it with the same
 iteration budget (``ig`` gets gias's total: restarts x (iterations + gias_iterations / restarts)).
+``giml-updates`` is ``giml`` with ``tasks=updates``: meta-learned from the received update alone,
+without the attacker's images (the GIAS talk's attacker).
 ``similarity`` is 1 - the attack's final cosine gradient loss, as in the seed study's table.
 Restarts are chosen inside the attacks by gradient loss; the ground truth only scores.
 
@@ -20,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -48,8 +51,16 @@ QUICK = {"batch_sizes": [1, 4], "seeds": [0], "iterations": 30, "restarts": 2,
          "gias_iterations": 20, "meta_steps": 3, "inner_steps": 3, "prior_steps": 60}
 
 
+PRIOR_ATTACKS = ("giz", "gias")  # the attacks that search a trained prior (the others train none)
+# Table rows that are a registered attack with fixed options.
+VARIANTS = {"giml-updates": ("giml", {"tasks": "updates"})}
+
+
 def attack_options(name: str, cfg: dict, prior: Path) -> dict:
     """The same gradient-matching budget for every attack (GIML adds its meta-learning)."""
+    if name in VARIANTS:
+        base, fixed = VARIANTS[name]
+        return {**attack_options(base, cfg, prior), **fixed}
     if name == "ig":
         return {"iterations": cfg["iterations"] + cfg["gias_iterations"] // cfg["restarts"], "restarts": cfg["restarts"]}
     options = {"iterations": cfg["iterations"], "restarts": cfg["restarts"]}
@@ -90,7 +101,8 @@ def run_cell(dataset: str, batch: int, seed: int, attacks: list[str], cfg: dict,
     for name in attacks:
         options = attack_options(name, cfg, prior)
         cpu = time.process_time()
-        rec = create_attack(name, **options).run(obs, generator=torch.Generator().manual_seed(seed))
+        rec = create_attack(VARIANTS.get(name, (name, {}))[0], **options).run(
+            obs, generator=torch.Generator().manual_seed(seed))
         cpu = time.process_time() - cpu
         m = evaluate_images(reconstruction=rec.inputs.clamp(0, 1), truth=truth.inputs,
                             recon_labels=rec.labels, true_labels=truth.labels)
@@ -152,7 +164,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="tiny budget: checks the pipeline end to end")
     parser.add_argument("--datasets", nargs="+", default=["histology", "medmnist:breastmnist"])
     parser.add_argument("--data-root", default=None, help="directory holding breastmnist.npz (skipped if absent)")
-    parser.add_argument("--attacks", nargs="+", default=["ig", "giz", "gias", "giml"])
+    parser.add_argument("--attacks", nargs="+", default=["ig", "giz", "gias", "giml", "giml-updates"])
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=None)
     parser.add_argument("--seeds", type=int, nargs="+", default=None)
     parser.add_argument("--arch", default="dcgan", help="prior architecture (dcgan or stylegan)")
@@ -178,8 +190,9 @@ def main() -> None:
             print(f"skipping {dataset}: {exc}")
             continue
         prior = prior_root / dataset.replace(":", "_")
-        priors[dataset] = ensure_prior(dataset, directory=prior, cfg=cfg, arch=args.arch, data_root=args.data_root)
-        load_prior(prior)  # fail early on a bad cached prior
+        if any(VARIANTS.get(a, (a, {}))[0] in PRIOR_ATTACKS for a in args.attacks) or (prior / "prior.json").is_file():
+            priors[dataset] = ensure_prior(dataset, directory=prior, cfg=cfg, arch=args.arch, data_root=args.data_root)
+            load_prior(prior)  # fail early on a bad cached prior
         if args.report_only:
             continue
         for batch, seed in tqdm([(b, s) for b in cfg["batch_sizes"] for s in cfg["seeds"]], desc=dataset, unit="cell"):
@@ -192,12 +205,12 @@ def main() -> None:
             if batch == 4 and seed == 0:
                 save_file({k: v.contiguous() for k, v in pictures.items()}, examples_path(args.out, dataset))
     rows = summarise(journal.records, args.attacks)
-    meta = {"command": "python benchmarks/gias_batch_table.py" + (" --quick" if args.quick else ""),
+    meta = {"command": " ".join(["python", "benchmarks/gias_batch_table.py", *sys.argv[1:]]),
             "budget": json.dumps(cfg), "machine": f"{platform.processor() or platform.machine()}, torch {torch.__version__}"}
     args.out.with_suffix(".json").write_text(json.dumps({"meta": meta, "priors": priors, "rows": rows,
                                                            "seed_study_psnr": SEED_STUDY_PSNR}, indent=2) + "\n")
     args.out.with_suffix(".md").write_text(markdown(rows, priors, meta))
-    for dataset in priors:
+    for dataset in priors or {r["dataset"]: None for r in rows}:
         series = {}
         for attack in args.attacks:
             mine = [r for r in rows if r["dataset"] == dataset and r["attack"] == attack]

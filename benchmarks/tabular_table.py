@@ -3,7 +3,10 @@
 Rows follow the study's table (naive randn start with linear decay and TV 0.1; Gaussian prior
 with cosine annealing and its Bayesian-optimised weights) plus ablations of each regularizer
 and a row with weights tuned here by ``gradleak tune``'s code (Optuna TPE) on batches the
-attacker simulates from its OWN split (``test``); victims hold ``train``. Each cell runs
+attacker simulates from its OWN split (``test``); victims hold ``train``. Every Gaussian prior
+is the attacker's own split's column statistics. The ``paper-*`` rows run the study's rows as
+the study ran them (squared L2 gradient distance, no final projection); the other rows use
+this project's cosine distance and projection. Each cell runs
 several seeds (seed = client batch, model init and attack start) and reports mean +- std of
 FMSE, similarity and feature accuracy after Hungarian matching. ihm-synthetic is SYNTHETIC
 data in the MIMIC-III benchmark's format, not patient records.
@@ -57,9 +60,43 @@ ROWS: dict[str, tuple[str, dict[str, Any]]] = {
     "prior-bc": ("prior: binary constraint 0.312 only",
                  {"mode": "prior", "tv_weight": 0.0, "binary_weight": 0.31178, "nuclear_weight": 0.0}),
     "tuned": ("prior: weights tuned here (Optuna TPE on the attacker's own split)", {"mode": "prior"}),
+    # The study's rows as the study ran them: squared L2 distance, no projection, every iteration
+    # (no stopping rule).
+    "paper-naive": ("as the study ran it: naive, TV 0.1, L2 distance, no projection, full budget",
+                    {"mode": "naive", "tv_weight": 0.1, "binary_weight": 0.0, "nuclear_weight": 0.0,
+                     "distance": "l2", "project": False, "patience": 0}),
+    "paper-best": ("as the study ran it: prior, best weights TV 1.4e-4 NN 1e-5, L2, no projection, full budget",
+                   {"mode": "prior", "tv_weight": 1.4e-4, "binary_weight": 0.0, "nuclear_weight": 1e-5,
+                    "distance": "l2", "project": False, "patience": 0}),
+    "paper-trial1": ("as the study ran it: prior, trial 1 weights (BC 0.312), L2, no projection, full budget",
+                     {"mode": "prior", "tv_weight": 2.31e-3, "binary_weight": 0.31178, "nuclear_weight": 5.1e-4,
+                      "distance": "l2", "project": False, "patience": 0}),
 }
+# Journal cells of rows that start from the observation's Gaussian prior count only when they
+# carry this mark: earlier cells used the clients' split minus the victim's batch.
+PRIOR_SOURCE = "attacker-split"
 ABLATIONS = list(ROWS)
 SHORT = ["naive", "study-best", "prior-none", "tuned"]
+
+
+def uses_observation_prior(row: str) -> bool:
+    """The row starts from the observation's prior (the tuned row takes its prior from the tune file)."""
+    return ROWS[row][1].get("mode") == "prior" and row != "tuned"
+
+
+def current(record: dict[str, Any]) -> bool:
+    """Whether a journal cell was run with today's prior (see PRIOR_SOURCE) and, for the
+    study-as-run rows, with today's options (cells recorded before they ran the full budget
+    are stale)."""
+    if uses_observation_prior(record["row"]) and record.get("prior") != PRIOR_SOURCE:
+        return False
+    return not record["row"].startswith("paper-") or record.get("options") == cell_options(record["row"],
+                                                                                            record["iterations"])
+
+
+def cell_options(row: str, iterations: int) -> dict[str, Any]:
+    """The attack options of a row's cell (the tuned row adds its weights file)."""
+    return {**ROWS[row][1], "iterations": iterations}
 
 
 @dataclass
@@ -91,9 +128,10 @@ def plan(quick: bool) -> tuple[list[Block], dict[str, Any]]:
         return blocks, tuning
     tuning = {"trials": 12, "batches": 1, "iterations": 1500}
     three, two, one = [0, 1, 2], [0, 1], [0]
-    blocks = [Block("ihm-synthetic", "mlp", 1, SHORT, three, 5000),
-              Block("ihm-synthetic", "mlp", 1, ["study-trial1", "prior-tv", "prior-nn", "prior-bc"], one, 5000),
-              Block("breast-cancer", "mlp", 1, SHORT, three, 3000),
+    blocks = [Block("ihm-synthetic", "mlp", 1, SHORT + ["paper-naive", "paper-best"], three, 5000),
+              Block("ihm-synthetic", "mlp", 1, ["study-trial1", "prior-tv", "prior-nn", "prior-bc", "paper-trial1"],
+                    one, 5000),
+              Block("breast-cancer", "mlp", 1, SHORT + ["paper-naive"], three, 3000),
               Block("ihm-synthetic", "mlp", 4, SHORT, two, 2000, tune_from=1),
               Block("ihm-synthetic", "gru", 1, ["naive", "study-best", "prior-none"], one, 600),
               Block("ihm-synthetic", "mlp", 16, ["naive", "study-best", "prior-none"], one, 1500),
@@ -123,7 +161,7 @@ def run_cell(block: Block, row: str, seed: int, tuned: Path | None) -> dict[str,
     """One attack on one simulated client round; the truth is used only to score."""
     observation, truth = simulate(Scenario(dataset=block.dataset, model=block.model, batch_size=block.batch_size,
                                            seed=seed, model_options=dict(block.model_options)))
-    options = {**ROWS[row][1], "iterations": block.iterations}
+    options = cell_options(row, block.iterations)
     if row == "tuned":
         options["weights_file"] = str(tuned)
     attack = create_attack("tabular", **options)
@@ -163,7 +201,8 @@ def summarise(records: list[dict[str, Any]], blocks: list[Block]) -> tuple[str, 
             block = next((b for b in blocks if b.key == key and row in b.rows), None)
             if block is None:
                 continue
-            cells = [r for r in records if r["block"] == key and r["row"] == row and r["iterations"] == block.iterations]
+            cells = [r for r in records if r["block"] == key and r["row"] == row and r["iterations"] == block.iterations
+                     and current(r)]
             if not cells:
                 continue
             stats = {}
@@ -201,34 +240,43 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="tiny budgets: checks every code path in minutes")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1; the box is shared)")
     parser.add_argument("--report-only", action="store_true", help="summarise the cells finished so far, run none")
+    parser.add_argument("--blocks", nargs="+", default=None,
+                        help="run only blocks whose key (e.g. ihm-synthetic/mlp/b1) is listed (default: all)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     suffix = "_quick" if args.quick else ""
     RESULTS.mkdir(parents=True, exist_ok=True)
     blocks, tuning = plan(args.quick)
     journal = Journal(RESULTS / f"tabular_table{suffix}.jsonl")
-    done = {(r["cell"], r["iterations"]) for r in journal.records}  # a changed budget re-runs the cell
+    done = {(r["cell"], r["iterations"]) for r in journal.records if current(r)}  # a changed budget re-runs the cell
     # the first block (the study's own setting) with all its seeds first, then seed-major order:
     # a run cut short still has mean +- std where it matters most and every other cell once
     head, rest = blocks[0], blocks[1:]
     todo = [(head, r, s) for s in range(len(head.seeds)) for r in head.rows]
     todo += [(b, r, s) for s in range(max(len(b.seeds) for b in rest)) for b in rest for r in b.rows
              if s < len(b.seeds)]
-    todo = [(b, r, b.seeds[s]) for b, r, s in todo if (f"{b.key}/{r}/{b.seeds[s]}", b.iterations) not in done]
+    todo = [(b, r, b.seeds[s]) for b, r, s in todo if (f"{b.key}/{r}/{b.seeds[s]}", b.iterations) not in done
+            and (args.blocks is None or b.key in args.blocks)]
     for block, row, seed in tqdm([] if args.report_only else todo, desc="table cells", unit="cell", file=sys.stderr):
         tuned = weights_file(block, tuning, suffix=suffix) if row == "tuned" else None
         metrics = run_cell(block, row, seed, tuned)
         journal.append({"cell": f"{block.key}/{row}/{seed}", "block": block.key, "row": row, "seed": seed,
-                        "iterations": block.iterations, "metrics": metrics})
+                        "iterations": block.iterations, "metrics": metrics, "prior": PRIOR_SOURCE,
+                        "options": cell_options(row, block.iterations)})
     ratios = {key: step_ratio(next(b for b in blocks if b.key == key)) for key in dict.fromkeys(b.key for b in blocks)}
     table, summary = summarise(journal.records, blocks)
     budget = {"tuning": tuning, "threads": args.threads, "step_over_forward_backward": ratios,
               "load_average_at_end": open("/proc/loadavg").read().split()[:3] if Path("/proc/loadavg").exists() else None}
+    if args.blocks is not None:
+        return  # a partial run: `--report-only` writes the table once every part has finished
     missing = len(todo) if args.report_only else 0
     header = (f"# Record table ({'quick' if args.quick else 'full'} run"
               + (f"; {missing} planned cells not run yet" if missing else "") + ")\n\n"
               "ihm-synthetic is SYNTHETIC (not patient data). Mean +- std over seeds; metrics after Hungarian "
-              f"matching; continuous tolerance 0.1 std.\nTuning budget: {json.dumps(tuning)} (TPE, attacker's "
+              f"matching; continuous tolerance 0.1 std.\nGaussian prior of every prior row: the column statistics of "
+              "the attacker's own `test` split (clients hold `train`). Rows 'as the study ran it': squared L2 gradient "
+              "distance, no final projection, every iteration; the other rows: cosine distance and projection."
+              f"\nTuning budget: {json.dumps(tuning)} (TPE, attacker's "
               "own `test` split).\nAttack step / plain forward+backward time: "
               + ", ".join(f"{k} {v:.0f}x" for k, v in ratios.items()) + "\n\n")
     (RESULTS / f"tabular_table{suffix}.md").write_text(header + table)

@@ -314,3 +314,44 @@ def test_untrained_generators_draw_different_images_for_different_latents(arch):
     with torch.no_grad():
         x = gen(torch.randn(32, gen.spec.latent_dim))
     assert float(x.std(0).mean()) > 0.25 * float(x.std(dim=(1, 2, 3)).mean())
+
+
+def test_giml_from_received_updates_uses_no_attacker_images(monkeypatch, tmp_path):
+    """tasks=updates (the GIAS talk's attacker without a data set) never reads attacker data."""
+    import gradleak.attacks.giml as giml
+    import gradleak.attacks.labels as labels
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("attacker data read")
+
+    obs, truth = make_observation(batch_size=2)
+    other, _ = make_observation(batch_size=2, seed=1)  # another client's update the server received
+    other.save(tmp_path / "other")
+    monkeypatch.setattr(giml, "attacker_data", forbidden)
+    monkeypatch.setattr(labels, "_public_data", forbidden)
+    attack = create_attack("giml", tasks="updates", stream=str(tmp_path / "other"), meta_steps=3, inner_steps=2,
+                           width=16, latent_dim=8, iterations=5, restarts=1, gias_iterations=2)
+    learnt = attack.run(obs, generator=torch.Generator().manual_seed(0))  # the real meta-learning, image-free
+    assert bool(torch.isfinite(learnt.inputs).all()) and learnt.label_method.startswith("llg")
+    seen = []
+    monkeypatch.setattr(giml.GIML, "meta_learn", lambda self, o, *, gen, task, generator, progress:
+                        seen.extend(task(s).target for s in range(3)))
+    rec = attack.run(obs, generator=torch.Generator().manual_seed(0))
+    assert rec.inputs.shape == truth.inputs.shape and rec.label_method.startswith("llg")
+    names = [n for n, _ in obs.build_model().named_parameters()]
+    observed = torch.cat([obs.update[n].flatten() for n in names])
+    assert torch.equal(seen[0], observed) and torch.equal(seen[2], observed)  # round robin over the stream
+    assert not torch.equal(seen[1], observed)
+
+
+def test_giml_task_options_are_checked(tmp_path):
+    with pytest.raises(GradleakError, match="own-images"):
+        create_attack("giml", tasks="images")
+    with pytest.raises(GradleakError, match="stream"):
+        create_attack("giml", stream="somewhere")
+    obs, _ = make_observation(batch_size=1)
+    other, _ = make_observation(batch_size=1, dataset="faces")  # 25x25 grayscale: another shape
+    other.save(tmp_path / "faces")
+    with pytest.raises(GradleakError, match="does not match"):
+        create_attack("giml", tasks="updates", stream=str(tmp_path / "faces"), meta_steps=1, inner_steps=1,
+                      width=16, latent_dim=8, iterations=2, restarts=1, gias_iterations=1).run(obs)

@@ -211,3 +211,54 @@ def test_cli_attack_on_ihm_synthetic_writes_record_metrics_and_heatmap(tmp_path)
     assert {"fmse", "similarity", "feature_accuracy", "mask_accuracy"} <= set(metrics)
     assert metrics["data_kind"] == "timeseries" and 0 <= metrics["feature_accuracy"] <= 1
     assert (out / "reconstruction.png").stat().st_size > 1000
+
+
+def test_the_gaussian_prior_is_the_attackers_own_split():
+    from gradleak.data.schema import column_statistics
+    from gradleak.priors.data import attacker_data
+
+    obs, truth = simulate(Scenario(dataset="breast-cancer", model="mlp", batch_size=2, seed=3))
+    own = attacker_data("breast-cancer").data  # the test split; clients hold train
+    assert obs.data["prior"] == column_statistics(own.inputs)
+    assert not any(bool((own.inputs == row).all(-1).any()) for row in truth.inputs)  # never the victim's records
+    tuning, batch = simulate(Scenario(dataset="breast-cancer", model="mlp", batch_size=1, seed=0, split="test"))
+    assert tuning.data["prior"] == column_statistics(own.without(batch.indices).inputs)  # rounds on own data
+
+
+def test_default_record_attack_uses_the_shipped_tuned_weights():
+    from gradleak.attacks.tabular import read_weights, shipped_weights
+
+    path = shipped_weights(dataset="ihm-synthetic", model="mlp")
+    shipped = read_weights(path)
+    assert shipped["scenario"]["split"] == "test" and shipped["scenario"]["batch_size"] == 1  # attacker's own, b1
+    obs, _ = simulate(Scenario(dataset="ihm-synthetic", model="mlp", batch_size=1, seed=0))
+    rec = create_attack("tabular", iterations=2).run(obs, generator=torch.Generator().manual_seed(0))
+    assert {k: rec.config[k] for k in shipped["weights"]} == shipped["weights"]
+    assert "binary_weight from shipped ihm-synthetic_mlp.json" in rec.notes[-1]
+    explicit = create_attack("tabular", iterations=2, tv_weight=0.5).run(obs, generator=torch.Generator())
+    assert explicit.config["tv_weight"] == 0.5 and explicit.config["binary_weight"] == shipped["weights"]["binary_weight"]
+    study = create_attack("tabular", iterations=2, shipped=False).run(obs, generator=torch.Generator())
+    assert study.config["nuclear_weight"] == 1e-5 and "nuclear_weight from prior default" in study.notes[-1]
+    naive = create_attack("tabular", mode="naive", iterations=2).run(obs, generator=torch.Generator())
+    assert naive.config["tv_weight"] == 0.1  # the naive baseline keeps the study's settings
+    logreg, _ = simulate(Scenario(dataset="ihm-synthetic", model="logreg", batch_size=1, seed=0))
+    other = create_attack("tabular", iterations=2).run(logreg, generator=torch.Generator())
+    assert other.config["nuclear_weight"] == 1e-5  # nothing shipped for this model: the study's weights
+
+
+@pytest.mark.slow
+def test_default_cli_record_attack_meets_the_fmse_goal(tmp_path):
+    # measured: FMSE 3.8e-11 (seed 0, 5000 iterations; benchmarks/results/tabular_cli_default/)
+    out = tmp_path / "t"
+    assert main(["attack", "--dataset", "ihm-synthetic", "--model", "mlp", "--attack", "tabular", "--batch-size", "1",
+                 "--seed", "0", "--quiet", "--out", str(out)]) == 0
+    assert json.loads((out / "metrics.json").read_text())["fmse"] <= 1e-6
+
+
+def test_zero_turns_off_the_stopping_rule_and_the_thread_setting():
+    """README: `--option patience=0` runs the whole budget; threads=0 leaves torch's setting."""
+    obs, _ = simulate(Scenario(dataset="breast-cancer", model="logreg", batch_size=1, seed=0))
+    rec = create_attack("tabular", patience=0, threads=0, iterations=30).run(obs, generator=torch.Generator())
+    assert rec.iterations_used == 30
+    with pytest.raises(GradleakError, match="iterations"):
+        create_attack("tabular", iterations=0)

@@ -13,8 +13,8 @@ from typing import Any, Callable
 
 import torch
 
-from .data import load_dataset
-from .data.schema import public_knowledge
+from .data import Dataset, load_dataset
+from .data.schema import RECORD_KINDS, public_knowledge
 from .fl.protocol import Protocol, client_update
 from .fl.training import pretrain
 from .models import complete_spec, create_model
@@ -48,6 +48,20 @@ class Scenario:
         d = asdict(self)
         d["protocol"] = self.protocol.to_json()
         return d
+
+
+def attacker_records(scenario: Scenario, data: Dataset, *, batch: torch.Tensor) -> Dataset:
+    """The records behind the attacker's Gaussian prior: its own split
+    (:func:`gradleak.priors.data.attacker_data`, e.g. ``test`` while clients hold ``train``). When
+    the simulated client itself draws from a split other than ``train`` (the attacker simulating
+    rounds on its own data, as ``gradleak tune`` does), that split minus the client's batch."""
+    if data.kind not in RECORD_KINDS:
+        return data  # images: no prior statistics
+    if scenario.split != "train":
+        return data.without(batch)
+    from .priors.data import attacker_data  # priors.data imports data; keep the import local
+
+    return attacker_data(scenario.dataset, data_root=scenario.data_root).data
 
 
 def simulate(
@@ -116,6 +130,6 @@ def simulate(
         labels=labels.clone() if scenario.share_labels else None,
         defense=defense.describe() if defense is not None else None,
         data={"dataset": data.name, "kind": data.kind, "min": 0.0, "max": float(data.data_range),
-              "class_names": list(data.class_names), **public_knowledge(data, exclude=indices)},
+              "class_names": list(data.class_names), **public_knowledge(data, own=attacker_records(scenario, data, batch=indices))},
     )
     return observation, GroundTruth(inputs=inputs, labels=labels, indices=indices)

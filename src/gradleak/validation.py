@@ -110,13 +110,18 @@ def as_shape(value: Any, *, what: str) -> tuple[int, ...]:
 
 
 # ------------------------------------------------------------------ typed config dataclasses
+# Count options whose 0 is documented as "off": no early stop (patience), torch's thread setting (threads).
+ZERO_MEANS_OFF = frozenset({"patience", "threads"})
+
+
 def config_value(config_cls: type, name: str, value: Any, *, owner: str) -> Any:
     """``value`` checked against field ``name`` of dataclass ``config_cls`` (its type hint and default).
 
     Typed by the hint (``int``, ``float``, ``bool``, ``str``, ``dict``, ``X | None``); ranges follow
     the default's sign, since every numeric option here is a count, a weight, a size or a tolerance:
-    an int whose default is >= 1 must be >= 1 (and at most MAX_COUNT), other numbers with a non-negative default must be
-    >= 0, and step sizes (``lr``, ``*_lr``) must be > 0. Floats must be finite.
+    an int whose default is >= 1 must be >= 1 (and at most MAX_COUNT) unless 0 means "off" (:data:`ZERO_MEANS_OFF`),
+    other numbers with a non-negative default must be >= 0, and step sizes (``lr``, ``*_lr``) must be > 0. Floats
+    must be finite.
     """
     import dataclasses
     import typing
@@ -142,8 +147,7 @@ def config_value(config_cls: type, name: str, value: Any, *, owner: str) -> Any:
     if origin is int:
         minimum = 1 if isinstance(default, int) and not isinstance(default, bool) and default >= 1 else (
             0 if non_negative else None)
-        if name in ZERO_MEANS_OFF:
-            minimum = 0
+        minimum = 0 if name in ZERO_MEANS_OFF else minimum
         return as_int(value, what=what, minimum=minimum, maximum=MAX_COUNT)
     if origin is float:
         step = name == "lr" or name.endswith("_lr")
@@ -153,11 +157,6 @@ def config_value(config_cls: type, name: str, value: Any, *, owner: str) -> Any:
     if origin is dict:
         return as_mapping(value, what=what)
     return value
-
-
-#: count options whose 0 switches a feature off although their default is positive
-#: (``patience=0``: no stopping rule, the whole iteration budget runs)
-ZERO_MEANS_OFF = frozenset({"patience"})
 
 
 def as_column_statistics(value: Any, *, what: str, columns: int | None = None) -> dict[str, list[float]]:

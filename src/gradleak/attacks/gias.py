@@ -105,6 +105,10 @@ class PriorAttack(Attack):
             raise GradleakError(f"attack {self.name!r} needs a generator prior: pass --prior DIR (see `gradleak prior train`)")
         return load_prior(self.config.prior, expected_shape=tuple(observation.input_shape), device=device)
 
+    def label_estimator(self) -> str:
+        """The large-batch label estimator (see gradleak.attacks.labels)."""
+        return "posterior"
+
     def reconstruct(
         self, observation: Observation, *, generator: torch.Generator, device: torch.device, progress: Progress
     ) -> Reconstruction:
@@ -113,7 +117,7 @@ class PriorAttack(Attack):
         matcher = GradientMatcher(observation, distance=cfg.distance, device=device, dtype=PRECISIONS[cfg.precision],
                                   entries=cfg.entries)
         gen = gen.to(matcher.dtype)
-        labels = recover_labels(observation, model=matcher.model, generator=generator)
+        labels = recover_labels(observation, model=matcher.model, generator=generator, estimator=self.label_estimator())
         results = [self.latent_search(observation, gen=gen, matcher=matcher, labels=labels, generator=generator,
                                       progress=progress) for _ in range(cfg.restarts)]
         best = best_of_restarts([r.candidate for r in results])

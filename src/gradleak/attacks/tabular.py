@@ -11,8 +11,10 @@ learning rate), with the loss
 matrix), Adam at lr 0.01. At the end one-hot groups are projected to one-hot and binary
 columns to {0, 1}; restarts are ranked by the gradient loss of the projected record.
 
-Weights come from the config, else from a ``gradleak tune`` file (``weights_file``), else
-from the mode's defaults. Everything the attack uses is in the observation: the column layout
+Weights come from the config, else from a ``gradleak tune`` file (``weights_file``), else (mode
+``prior``, ``shipped=True``) from the weights gradleak ships for the observation's data set and
+model (``tabular_weights/*.json``: tuned by ``gradleak tune`` on the attacker's own split at
+batch 1), else from the mode's defaults. Everything the attack uses is in the observation: the column layout
 (``data['schema']``) and the prior statistics (``data['prior']``) are the server's public
 knowledge of the domain, never the client's records.
 """
@@ -40,26 +42,29 @@ from .optimisation import OptimisationAttack, check_common, stop_rule
 WEIGHTS_FORMAT = "gradleak.tabular-weights"
 WEIGHT_FIELDS = ("tv_weight", "binary_weight", "nuclear_weight")
 # Defaults per mode. Naive: the study's baseline row (TV 0.1 only). Prior: the study's best
-# Bayesian-optimised row (TV 1.4e-4, no binary constraint, nuclear norm 1e-5). They are the
-# paper's, not ours: on ihm-synthetic (MLP, batch 1) they leave FMSE 2e-4, no regularizer 2e-6
-# and weights from `gradleak tune` 4e-10 (benchmarks/results/tabular_table.md); tune per setting.
+# Bayesian-optimised row (TV 1.4e-4, no binary constraint, nuclear norm 1e-5), used where no tuned
+# weights are shipped (SHIPPED); on ihm-synthetic they over-regularize (benchmarks/results/tabular_table.md).
 MODE_DEFAULTS: dict[str, dict[str, Any]] = {
     "naive": {"tv_weight": 0.1, "binary_weight": 0.0, "nuclear_weight": 0.0, "anneal": "linear"},
     "prior": {"tv_weight": 1.4e-4, "binary_weight": 0.0, "nuclear_weight": 1e-5, "anneal": "cosine"},
 }
+SHIPPED = Path(__file__).resolve().parent / "tabular_weights"  # <dataset>_<model>.json, tuned at batch 1
 
 
 @dataclass
 class TabularConfig:
     mode: str = "prior"  # "prior" (Gaussian start from own statistics, cosine lr) or "naive" (randn, linear lr)
-    iterations: int = 5000  # Adam steps per restart (the study's 5000; ihm MLP batch 1 without regularizers: 5e-9)
+    iterations: int = 5000  # Adam steps per restart (the study's 5000)
     lr: float = 0.01  # Adam step size (the study's 0.01)
     anneal: str | None = None  # "cosine" | "linear" | "none"; None = the mode's (prior: cosine, naive: linear)
-    distance: str = "cosine"  # gradient distance; "l2" stalled at FMSE 0.15-0.25 on the ihm MLP (batch 1), cosine reached 5e-9
-    tv_weight: float | None = None  # temporal total variation; None = tune file or mode default
-    binary_weight: float | None = None  # binary constraint on one-hot and mask columns; None = file/default
-    nuclear_weight: float | None = None  # nuclear norm of each record matrix; None = file/default
+    distance: str = "cosine"  # gradient distance; "l2" (the study's, see the paper-* rows of tabular_table.md) stalls
+    tv_weight: float | None = None  # temporal total variation; None = tune file, else shipped, else mode default
+    binary_weight: float | None = None  # binary constraint on one-hot and mask columns; None = as tv_weight
+    nuclear_weight: float | None = None  # nuclear norm of each record matrix; None = as tv_weight
     weights_file: str | None = None  # JSON written by `gradleak tune` with tuned weights (and prior)
+    # mode prior: weights neither set nor in weights_file come from the file gradleak ships for the
+    # observation's data set and model (tuned on the attacker's own split at batch 1), if there is one
+    shipped: bool = True
     project: bool = True  # end with one-hot groups one-hot and binary columns in {0, 1}
     restarts: int = 1  # independent starts; the lowest (projected) gradient loss wins
     entries: str = "all"  # which update entries to match: all, top-layers:K, largest:F, nonzero
@@ -77,9 +82,15 @@ class TabularConfig:
         if self.mode not in MODE_DEFAULTS:
             raise GradleakError(f"unknown mode {self.mode!r}; choose one of: {', '.join(MODE_DEFAULTS)}")
         tuned = read_weights(Path(self.weights_file))["weights"] if self.weights_file else {}
+        self._sources = {}  # where each weight came from (not a field: stays out of asdict)
         for name in WEIGHT_FIELDS:
-            if getattr(self, name) is None:
+            if getattr(self, name) is not None:
+                self._sources[name] = "option"
+            elif name in tuned or not self.uses_shipped:
                 setattr(self, name, float(tuned.get(name, MODE_DEFAULTS[self.mode][name])))
+                self._sources[name] = "weights_file" if name in tuned else f"{self.mode} default"
+            if getattr(self, name) is None:
+                continue  # resolved per observation (shipped_weights)
             value = float(getattr(self, name))
             if not value >= 0 or value == float("inf"):
                 raise GradleakError(f"{name} must be a finite number >= 0, got {getattr(self, name)}")
@@ -88,6 +99,30 @@ class TabularConfig:
         if self.anneal is None:
             self.anneal = MODE_DEFAULTS[self.mode]["anneal"]
         LoopSettings(optimizer="adam", iterations=self.iterations, lr=self.lr, anneal=self.anneal)  # validates
+
+    @property
+    def uses_shipped(self) -> bool:
+        return self.mode == "prior" and bool(self.shipped)
+
+    def weights_for(self, observation: Observation) -> tuple[dict[str, float], str]:
+        """The regularizer weights for ``observation`` and where each came from."""
+        sources = dict(self._sources)
+        missing = [n for n in WEIGHT_FIELDS if getattr(self, n) is None]
+        path = shipped_weights(dataset=str(observation.data.get("dataset")), model=observation.model.name) \
+            if missing else None
+        found = read_weights(path)["weights"] if path is not None else {}
+        for name in missing:
+            sources[name] = (f"shipped {path.name}, tuned on the attacker's own split at batch 1" if name in found
+                             else "the study's best weights: nothing shipped for this data set and model")
+        weights = {n: float(getattr(self, n) if getattr(self, n) is not None
+                            else found.get(n, MODE_DEFAULTS[self.mode][n])) for n in WEIGHT_FIELDS}
+        return weights, "; ".join(f"{n} from {sources[n]}" for n in WEIGHT_FIELDS)
+
+
+def shipped_weights(*, dataset: str, model: str) -> Path | None:
+    """The shipped tune file for ``dataset`` and ``model``, if gradleak has one (names from an
+    observation file are only looked up, never joined into a path)."""
+    return {p.stem: p for p in SHIPPED.glob("*.json")}.get(f"{dataset}_{model}")
 
 
 def read_weights(path: Path) -> dict[str, Any]:
@@ -192,8 +227,13 @@ class TabularAttack(OptimisationAttack):
 
     def reconstruct(self, observation: Observation, *, generator: torch.Generator, device: torch.device,
                     progress: Progress) -> Reconstruction:
+        self.weights, source = self.config.weights_for(observation)
         with torch_threads(self.config.threads):
-            return super().reconstruct(observation, generator=generator, device=device, progress=progress)
+            rec = super().reconstruct(observation, generator=generator, device=device, progress=progress)
+        rec.config.update(self.weights)
+        rec.notes.append("regularizer weights " + ", ".join(f"{n} {v:.3g}" for n, v in self.weights.items())
+                         + f" ({source})")
+        return rec
 
     def loop_settings(self, observation: Observation) -> LoopSettings:
         cfg = self.config
@@ -239,8 +279,7 @@ class TabularAttack(OptimisationAttack):
 
     def regularised(self, matcher: GradientMatcher, x: torch.Tensor, y: torch.Tensor, layout: RecordLayout) -> torch.Tensor:
         loss = matcher(x, y)
-        for name in WEIGHT_FIELDS:
-            weight = float(getattr(self.config, name))
+        for name, weight in self.weights.items():
             if weight:
                 loss = loss + weight * REGULARIZERS.get(name)(x, layout)
         return loss

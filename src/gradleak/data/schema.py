@@ -185,13 +185,12 @@ def column_statistics(records: torch.Tensor) -> dict[str, list[float]]:
             "max": flat.max(0).values.tolist()}
 
 
-def public_knowledge(data: "Dataset", *, exclude: torch.Tensor) -> dict:
+def public_knowledge(data: "Dataset", *, own: "Dataset") -> dict:
     """What a server knows about a record domain besides the update: the column layout and
-    Gaussian statistics of its own data (here: the data set minus the client's batch).
+    Gaussian statistics of its own records ``own`` (the attacker's split, never the clients').
 
     Empty for images. Goes into ``Observation.data`` (JSON).
     """
     if data.kind not in RECORD_KINDS:
         return {}
-    own = data.without(exclude)
     return {"schema": data.meta["schema"], "prior": column_statistics(own.inputs)}
