@@ -251,9 +251,11 @@ def claim_verdict(rep: dict[str, Any]) -> str:
             continue
         red_ok = c["attacker_accuracy_reduction"] >= SEED_CLAIM["attacker_accuracy_reduction"]
         mse_ok = c["mse_increase"] is not None and c["mse_increase"] >= SEED_CLAIM["mse_increase"]
+        mse = "-" if c["mse_increase"] is None else (
+            f"{c['mse_increase']:+.1%}" if c["mse_increase"] <= 10 else f"x{1 + c['mse_increase']:.2g}")
         parts.append(f"{family}: attacker accuracy claim {'holds' if red_ok else 'does not hold'} "
                      f"({c['attacker_accuracy_reduction']:+.1%}), MSE claim {'holds' if mse_ok else 'does not hold'} "
-                     f"({c['mse_increase']:+.1%})" if c["mse_increase"] <= 10 else f"(x{1 + c['mse_increase']:.2g})")
+                     f"({mse})")
     return "; ".join(parts)
 
 
