@@ -40,9 +40,11 @@ class AuditSettings:
     # torch CPU threads; None = 1 for models under SMALL_MODEL parameters (their ops are too small
     # to gain from threads, and idle-spinning threads collapse on a shared machine), torch's default otherwise
     threads: int | None = None
-    # processes running the battery's independent runs, one torch thread each (the same records as
-    # one process); None = one per available core when the model runs on one thread, else 1
-    workers: int | None = None
+    # processes running the battery's and the sweep's independent runs, one torch thread each (the
+    # same records as one process). 1 by default from Python: spawned workers re-import the caller's
+    # main module, which a script without an ``if __name__ == "__main__":`` guard would re-run.
+    # None = one per available core when the model runs on one thread (the CLI's default)
+    workers: int | None = 1
 
     @property
     def plan(self) -> Budget:
