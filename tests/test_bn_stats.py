@@ -1,0 +1,127 @@
+"""BatchNorm statistics in returned buffers: exact extraction, observation I/O, the R_BN prior."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from gradleak.errors import GradleakError, ObservationError
+from gradleak.fl.bn_stats import batchnorm_layers, buffers_reveal_batch, extract_batch_statistics, input_statistics
+from gradleak.fl.protocol import Protocol, client_round
+from gradleak.models import complete_spec, create_model
+from gradleak.models.base import ModelSpec
+from gradleak.observation import Observation
+from gradleak.scenario import Scenario, simulate
+
+
+def _convnet(momentum: float | None) -> nn.Module:
+    torch.manual_seed(0)
+    spec = complete_spec(ModelSpec(name="convnet", input_shape=(3, 16, 16), num_classes=4, options={"width": 2}))
+    model = create_model(spec).double().train()
+    for bn in batchnorm_layers(model).values():
+        bn.momentum = momentum
+    with torch.no_grad():  # non-trivial sent statistics, so the (1 - m) * old term matters
+        for bn in batchnorm_layers(model).values():
+            bn.running_mean.uniform_(-1, 1)
+            bn.running_var.uniform_(0.5, 2)
+            bn.num_batches_tracked.fill_(7)
+    return model
+
+
+def _true_statistics(model: nn.Module, x: torch.Tensor) -> dict[str, object]:
+    """Each BatchNorm input's statistics on ``x`` (a plain forward with hooks: the obvious way)."""
+    seen: dict[str, object] = {}
+
+    def keep(name: str):
+        def hook(_module, inputs, _output) -> None:
+            seen[name] = input_statistics(inputs[0])
+        return hook
+
+    hooks = [bn.register_forward_hook(keep(name)) for name, bn in batchnorm_layers(model).items()]
+    model(x)
+    for h in hooks:
+        h.remove()
+    return seen
+
+
+@pytest.mark.parametrize("momentum", [0.1, 0.5, None])
+def test_one_step_extraction_is_exact(momentum):
+    model = _convnet(momentum)
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.rand(5, 3, 16, 16, generator=g, dtype=torch.float64), torch.tensor([0, 1, 2, 3, 0])
+    sent = {k: v.detach().clone() for k, v in model.named_buffers()}
+    truth = _true_statistics(_convnet(momentum), x)  # the same weights and buffers, untouched
+    _, returned = client_round(model, inputs=x, labels=y, protocol=Protocol(name="fedavg", lr=0.1))
+    assert all(torch.equal(v, sent[k]) for k, v in model.named_buffers())  # the client's model is left alone
+    got = extract_batch_statistics(model, sent=sent, returned=returned, steps=1)
+    assert got.exact_batch and got.step_weights == (1.0,)
+    assert set(got.layers) == set(truth) and len(truth) == 8
+    for name, stats in got.layers.items():
+        torch.testing.assert_close(stats.mean, truth[name].mean, rtol=1e-9, atol=1e-11)
+        torch.testing.assert_close(stats.var, truth[name].var, rtol=1e-9, atol=1e-11)
+
+
+def test_several_steps_give_the_weighted_mixture():
+    """Two local steps on two mini-batches: b_bar = w_1 b_1 + w_2 b_2, under the moved weights."""
+    model = _convnet(0.1)
+    g = torch.Generator().manual_seed(2)
+    x, y = torch.rand(4, 3, 16, 16, generator=g, dtype=torch.float64), torch.tensor([0, 1, 2, 3])
+    sent = {k: v.detach().clone() for k, v in model.named_buffers()}
+    protocol = Protocol(name="fedavg", lr=0.1, local_batch_size=2)
+    update, returned = client_round(model, inputs=x, labels=y, protocol=protocol)
+    got = extract_batch_statistics(model, sent=sent, returned=returned, steps=2)
+    assert not got.exact_batch
+    torch.testing.assert_close(torch.tensor(got.step_weights, dtype=torch.float64),
+                               torch.tensor([0.9, 1.0], dtype=torch.float64) / 1.9)
+    first = _true_statistics(_convnet(0.1), x[:2])
+    moved = _convnet(0.1)  # the weights after step 1: sent weights + step-1 change (replay with one step)
+    step1, _ = client_round(moved, inputs=x[:2], labels=y[:2], protocol=Protocol(name="fedavg", lr=0.1))
+    with torch.no_grad():
+        for k, p in moved.named_parameters():
+            p.add_(step1[k])
+    second = _true_statistics(moved, x[2:])
+    for name, stats in got.layers.items():
+        w1, w2 = got.step_weights
+        torch.testing.assert_close(stats.mean, w1 * first[name].mean + w2 * second[name].mean, rtol=1e-9, atol=1e-11)
+        torch.testing.assert_close(stats.var, w1 * first[name].var + w2 * second[name].var, rtol=1e-9, atol=1e-11)
+
+
+def test_step_count_mismatch_is_refused():
+    model = _convnet(0.1)
+    x, y = torch.rand(2, 3, 16, 16, dtype=torch.float64), torch.tensor([0, 1])
+    sent = {k: v.detach().clone() for k, v in model.named_buffers()}
+    _, returned = client_round(model, inputs=x, labels=y, protocol=Protocol(name="fedavg"))
+    with pytest.raises(GradleakError, match="count 1 local steps but the protocol takes 3"):
+        extract_batch_statistics(model, sent=sent, returned=returned, steps=3)
+
+
+def _bn_scenario(**kw) -> Scenario:
+    return Scenario(dataset="histology", model="convnet", batch_size=2, image_size=28, train_mode=True,
+                    model_options={"width": 2}, protocol=Protocol(name="fedavg", lr=0.01), **kw)
+
+
+def test_observation_carries_returned_buffers(tmp_path):
+    obs, truth = simulate(_bn_scenario(share_buffers=True))
+    assert obs.buffers_shared and buffers_reveal_batch(sent=obs.buffers, returned=obs.updated_buffers)
+    obs.save(tmp_path)
+    loaded = Observation.load(tmp_path)
+    assert loaded.buffers_shared
+    assert all(torch.equal(loaded.updated_buffers[k], v) for k, v in obs.updated_buffers.items())
+    private, _ = simulate(_bn_scenario())
+    assert not private.buffers_shared and not buffers_reveal_batch(sent=private.buffers, returned=None)
+    private.save(tmp_path / "private")
+    assert Observation.load(tmp_path / "private").updated_buffers is None
+
+
+def test_broken_returned_buffers_are_refused(tmp_path):
+    obs, _ = simulate(_bn_scenario(share_buffers=True))
+    bad = dict(obs.updated_buffers)
+    key = next(k for k in bad if k.endswith("running_var"))
+    bad[key] = bad[key].clone()
+    bad[key][0] = float("nan")
+    with pytest.raises(ObservationError, match="updated_buffers.*NaN"):
+        Observation(**{**obs.__dict__, "updated_buffers": bad})
+    del bad[key]
+    with pytest.raises(GradleakError, match="updated_buffers do not match"):
+        Observation(**{**obs.__dict__, "updated_buffers": bad})
