@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 from torch import nn
@@ -125,3 +127,58 @@ def test_broken_returned_buffers_are_refused(tmp_path):
     del bad[key]
     with pytest.raises(GradleakError, match="updated_buffers do not match"):
         Observation(**{**obs.__dict__, "updated_buffers": bad})
+
+
+# ------------------------------------------------------------------------------------ R_BN prior
+from gradleak.attacks import create_attack  # noqa: E402
+from gradleak.attacks.bn_prior import with_bn_prior  # noqa: E402
+from gradleak.attacks.objective import GradientMatcher  # noqa: E402
+
+
+@pytest.mark.parametrize("local_batch_size", [None, 1])
+def test_shared_prior_vanishes_at_the_truth(local_batch_size):
+    """One step, and two steps of one sample each: R_BN(truth) is ~0, R_BN(noise) is not."""
+    scenario = _bn_scenario(share_buffers=True)
+    scenario.protocol = Protocol(name="fedavg", lr=0.01, local_batch_size=local_batch_size)
+    obs, truth = simulate(scenario)
+    matcher, note = with_bn_prior(GradientMatcher(obs, distance="cosine", dtype=torch.float64), obs,
+                                  weight=1.0, source="auto")
+    assert "extracted from the returned buffers" in note
+    assert ("exact: one local step" in note) == (local_batch_size is None)
+
+    def penalty(x: torch.Tensor) -> float:
+        with matcher.prior.recording():
+            matcher.matcher(x.double(), truth.labels)
+        return float(matcher.prior.penalty().detach())
+
+    noise = torch.rand(truth.inputs.shape, generator=torch.Generator().manual_seed(3))
+    assert penalty(truth.inputs) < 1e-4 * penalty(noise)
+    # restart scoring stays the plain gradient loss
+    assert matcher.loss_value(truth.inputs.double(), truth.labels) < 1e-6
+
+
+def test_bn_sources_and_refusals():
+    obs, _ = simulate(_bn_scenario())  # train mode, buffers kept private
+    assert "running statistics" in with_bn_prior(GradientMatcher(obs), obs, weight=1.0, source="auto")[1]
+    with pytest.raises(GradleakError, match="needs the buffers the client returned"):
+        with_bn_prior(GradientMatcher(obs), obs, weight=1.0, source="shared")
+    evaluated, _ = simulate(replace(_bn_scenario(share_buffers=True), train_mode=False))
+    assert "running statistics" in with_bn_prior(GradientMatcher(evaluated), evaluated, weight=1.0, source="auto")[1]
+    with pytest.raises(GradleakError, match="eval mode"):
+        with_bn_prior(GradientMatcher(evaluated), evaluated, weight=1.0, source="shared")
+    with pytest.raises(GradleakError, match="bn_weight.*must be"):
+        create_attack("ig", bn_weight=-1.0)
+    with pytest.raises(GradleakError, match="unknown BatchNorm statistics source"):
+        create_attack("ig", bn_stats="batch")
+    lenet, _ = simulate(Scenario(dataset="histology", model="lenet", share_buffers=True))
+    with pytest.raises(GradleakError, match="has none: set bn_weight=0"):
+        create_attack("ig", iterations=2, bn_weight=1.0).run(lenet)
+
+
+def test_ig_with_bn_prior_runs_and_says_so():
+    obs, _ = simulate(_bn_scenario(share_buffers=True))
+    result = create_attack("ig", iterations=3, bn_weight=0.1, bn_stats="shared").run(obs)
+    assert result.inputs.shape == (2, 3, 28, 28)
+    assert any("R_BN targets: extracted" in n for n in result.notes)
+    plain = GradientMatcher(obs, distance="cosine")
+    assert result.gradient_loss == pytest.approx(plain.loss_value(result.inputs, result.labels), rel=1e-4)

@@ -14,6 +14,7 @@ import torch
 
 from ..observation import Observation
 from .base import register_attack
+from .bn_prior import check_bn_options
 from .loop import LoopSettings
 from .objective import GradientMatcher
 from .optimisation import OptimisationAttack, check_common, data_box, stop_rule
@@ -38,9 +39,14 @@ class IGConfig:
     # decay stage early; a plateau at the last stage stops it. 0 runs the fixed schedule.
     patience: int = 50
     tol: float = 1e-2  # progress: the best loss fell by more than this fraction within `patience` iterations
+    # R_BN (GradInversion, Yin et al. 2021; gradleak.attacks.bn_prior): weight of the BatchNorm-statistics
+    # prior. 0 (default) leaves the attack as published; needs a model with BatchNorm.
+    bn_weight: float = 0.0
+    bn_stats: str = "auto"  # R_BN targets: running (sent buffers), shared (extracted from returned buffers), auto
 
     def __post_init__(self) -> None:
         check_common(self)
+        check_bn_options(self)
 
 
 def total_variation(x: torch.Tensor) -> torch.Tensor:
