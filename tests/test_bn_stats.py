@@ -182,3 +182,22 @@ def test_ig_with_bn_prior_runs_and_says_so():
     assert any("R_BN targets: extracted" in n for n in result.notes)
     plain = GradientMatcher(obs, distance="cosine")
     assert result.gradient_loss == pytest.approx(plain.loss_value(result.inputs, result.labels), rel=1e-4)
+
+
+# ------------------------------------------------------------------------------ audit finding
+def test_audit_says_whether_buffers_leak_batch_statistics():
+    from gradleak.audit.buffers import buffer_findings, buffer_leak
+    from gradleak.audit.verdict import verdict
+
+    shared, _ = simulate(_bn_scenario(share_buffers=True))
+    leak = buffer_leak([shared])
+    assert leak == {"batchnorm": True, "train_mode": True, "shared": True, "reveals": True, "local_steps": [1]}
+    findings, actions = buffer_findings(leak)
+    assert "reveal every BatchNorm layer's batch mean and variance exactly" in findings[0]
+    assert "Do not send BatchNorm running statistics back" in actions[0]
+    v = verdict(curve=[], labels=[], baseline=None, rank={}, defenses=[], dataset="histology", buffers=leak)
+    assert findings[0] in v["findings"] and actions[0] in v["actions"]
+    kept, _ = simulate(_bn_scenario())
+    assert "--share-buffers" in buffer_findings(buffer_leak([kept]))[0][0]
+    lenet, _ = simulate(Scenario(dataset="histology", model="lenet", share_buffers=True))
+    assert buffer_findings(buffer_leak([lenet])) == ([], [])
