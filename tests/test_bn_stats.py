@@ -201,3 +201,16 @@ def test_audit_says_whether_buffers_leak_batch_statistics():
     assert "--share-buffers" in buffer_findings(buffer_leak([kept]))[0][0]
     lenet, _ = simulate(Scenario(dataset="histology", model="lenet", share_buffers=True))
     assert buffer_findings(buffer_leak([lenet])) == ([], [])
+
+
+def test_cinet_and_gias_take_the_bn_prior(tmp_path):
+    from gradleak.priors import GeneratorSpec, build_generator, save_prior
+
+    torch.manual_seed(0)  # an untrained generator: this checks the plumbing, not the prior
+    gen = build_generator(GeneratorSpec(arch="dcgan", shape=(3, 28, 28), latent_dim=8, width=8)).eval()
+    save_prior(tmp_path / "p", generator=gen, info={"attacker_split": "test"})
+    obs, truth = simulate(_bn_scenario(share_buffers=True))
+    for name, options in (("cinet", {"width": 8}), ("gias", {"prior": str(tmp_path / "p"), "gias_iterations": 2})):
+        rec = create_attack(name, iterations=2, restarts=1, bn_weight=0.1, **options).run(obs)
+        assert rec.inputs.shape == truth.inputs.shape and bool(torch.isfinite(rec.inputs).all())
+        assert any("R_BN targets: extracted" in n for n in rec.notes), (name, rec.notes)
