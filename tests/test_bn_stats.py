@@ -214,3 +214,26 @@ def test_cinet_and_gias_take_the_bn_prior(tmp_path):
         rec = create_attack(name, iterations=2, restarts=1, bn_weight=0.1, **options).run(obs)
         assert rec.inputs.shape == truth.inputs.shape and bool(torch.isfinite(rec.inputs).all())
         assert any("R_BN targets: extracted" in n for n in rec.notes), (name, rec.notes)
+
+
+def test_saved_buffers_flag_must_fit_the_tensors(tmp_path):
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    from gradleak.observation import OBSERVATION_JSON, OBSERVATION_TENSORS
+
+    obs, _ = simulate(_bn_scenario(share_buffers=True))
+    obs.save(tmp_path)
+    meta = json.loads((tmp_path / OBSERVATION_JSON).read_text())
+    (tmp_path / OBSERVATION_JSON).write_text(json.dumps({**meta, "buffers_shared": False}))
+    with pytest.raises(ObservationError, match="buffers_shared is false but .* returned/"):
+        Observation.load(tmp_path)
+    tensors = {k: v for k, v in load_file(tmp_path / OBSERVATION_TENSORS).items() if not k.startswith("returned/")}
+    save_file(tensors, tmp_path / OBSERVATION_TENSORS)
+    (tmp_path / OBSERVATION_JSON).write_text(json.dumps({**meta, "buffers_shared": True}))
+    with pytest.raises(GradleakError, match="updated_buffers do not match"):
+        Observation.load(tmp_path)
+    (tmp_path / OBSERVATION_JSON).write_text(json.dumps({**meta, "buffers_shared": "yes"}))
+    with pytest.raises(ObservationError, match="buffers_shared"):
+        Observation.load(tmp_path)
