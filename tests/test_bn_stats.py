@@ -237,3 +237,17 @@ def test_saved_buffers_flag_must_fit_the_tensors(tmp_path):
     (tmp_path / OBSERVATION_JSON).write_text(json.dumps({**meta, "buffers_shared": "yes"}))
     with pytest.raises(ObservationError, match="buffers_shared"):
         Observation.load(tmp_path)
+
+
+def test_audit_runs_ig_bn_only_on_batchnorm_models():
+    from gradleak.audit.battery import Setup, battery
+    from gradleak.audit.budget import get_budget
+
+    for model, options, skipped in (("convnet", {"width": 2}, None), ("lenet", {}, "no BatchNorm layer")):
+        spec = complete_spec(ModelSpec(name=model, input_shape=(3, 28, 28), num_classes=4, options=options))
+        entries = {e.name: e for e in battery(Setup(spec=spec, protocol=Protocol(), data_kind="image", prior=None,
+                                                    budget=get_budget("quick")))}
+        entry = entries["ig-bn"]
+        assert (entry.skipped is None) if skipped is None else (skipped in entry.skipped)
+        if skipped is None:
+            assert entry.options == entries["ig"].options

@@ -70,3 +70,19 @@ class InvertingGradients(OptimisationAttack):
             optimizer="adam", iterations=cfg.iterations, lr=cfg.lr, signed=cfg.signed,
             step_decay=cfg.step_decay, box=data_box(observation) if cfg.boxed else None, stop=stop_rule(cfg),
         )
+
+
+@dataclass
+class IGBNConfig(IGConfig):
+    # IG's config with R_BN on. 0.1: chosen on the realistic_rounds tuning seed (ConvNet, histology 32 px, batch 8,
+    # train mode) by the final gradient loss among {0.1, 1}, for both targets (never by PSNR)
+    bn_weight: float = 0.1
+
+
+@register_attack("ig-bn", description="Inverting Gradients + GradInversion's BatchNorm-statistics prior (R_BN)")
+class InvertingGradientsBN(InvertingGradients):
+    """IG with R_BN on by default: what an attacker adds when the victim has BatchNorm."""
+
+    Config = IGBNConfig
+    attacker_knowledge = ("architecture, weights and protocol of the round; BatchNorm running statistics, and the "
+                          "buffers the client returned when it shares them")
