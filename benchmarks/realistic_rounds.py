@@ -171,6 +171,7 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=None, help="IG iterations (default: the grid's)")
     parser.add_argument("--trained-steps", type=int, nargs="+", default=None, help="pre-training steps (0 = untrained)")
     parser.add_argument("--batches", type=int, nargs="+", default=None)
+    parser.add_argument("--modes", choices=("eval", "train"), nargs="+", default=None, help="client BatchNorm modes")
     parser.add_argument("--local-steps", type=int, default=1, help="client SGD steps in its round (splits the batch)")
     parser.add_argument("--weight", type=float, default=None, help="skip tuning: use this R_BN weight")
     parser.add_argument("--minutes", type=float, default=None, help="stop starting cells after this long")
@@ -179,7 +180,8 @@ def main() -> None:
     grid = QUICK if args.quick else FULL
     grid = Grid(**{**grid.__dict__, **{k: v for k, v in (("iterations", args.iterations),) if v is not None},
                    **({"trained": tuple(args.trained_steps)} if args.trained_steps else {}),
-                   **({"batches": tuple(args.batches)} if args.batches else {})})
+                   **({"batches": tuple(args.batches)} if args.batches else {}),
+                   **({"modes": tuple(m == "train" for m in args.modes)} if args.modes else {})})
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     start = time.time()
