@@ -77,6 +77,9 @@ def _scenario_arguments(p: argparse.ArgumentParser, *, required: bool) -> None:
     g.add_argument("--train-mode", action="store_true",
                    help="client runs the model in train mode (BatchNorm batch statistics); default eval mode")
     g.add_argument("--share-labels", action="store_true", help="the client also shares its labels")
+    g.add_argument("--share-buffers", action="store_true",
+                   help="the client returns its BatchNorm buffers after local training (train mode: they reveal "
+                        "batch statistics)")
     g.add_argument("--image-size", type=int, default=None, help="image size in pixels (dataset default if omitted)")
     g.add_argument("--grayscale", action="store_true", help="convert images to one channel")
     g.add_argument("--data-root", default=None, help="directory with dataset files (e.g. MedMNIST .npz)")
@@ -115,7 +118,7 @@ def _scenario(args: argparse.Namespace):
     return Scenario(
         dataset=args.dataset, model=args.model, batch_size=args.batch_size, protocol=protocol,
         trained_steps=args.trained_steps, train_mode=args.train_mode, share_labels=args.share_labels,
-        seed=args.seed, image_size=args.image_size, grayscale=args.grayscale, data_root=args.data_root,
+        share_buffers=args.share_buffers, seed=args.seed, image_size=args.image_size, grayscale=args.grayscale, data_root=args.data_root,
         model_options=_key_values(args.model_option, flag="--model-option"),
         defense=getattr(args, "defense", None),
     )

@@ -46,6 +46,14 @@ class Observation:
     labels: torch.Tensor | None = None  # set only when the client shares its labels
     defense: dict[str, Any] | None = None  # the defense applied before sharing, if any
     data: dict[str, Any] = field(default_factory=dict)  # public data domain: dataset, range, kind
+    # buffers the client returned after its local training (its whole state_dict, as FedAvg
+    # clients often send), None when it returns only the update; in train mode they reveal
+    # each BatchNorm layer's batch statistics (gradleak.fl.bn_stats)
+    updated_buffers: dict[str, torch.Tensor] | None = None
+
+    @property
+    def buffers_shared(self) -> bool:
+        return self.updated_buffers is not None
 
     def __post_init__(self) -> None:
         self.validate()
@@ -58,11 +66,11 @@ class Observation:
         expected = {k: tuple(v.shape) for k, v in model.named_parameters()}
         expected_buffers = {k: tuple(v.shape) for k, v in model.named_buffers()}
         buffer_float = {k: v.is_floating_point() for k, v in model.named_buffers()}
-        for what, tensors, ref in (
-            ("parameters", self.parameters, expected),
-            ("update", self.update, expected),
-            ("buffers", self.buffers, expected_buffers),
-        ):
+        groups = [("parameters", self.parameters, expected), ("update", self.update, expected),
+                  ("buffers", self.buffers, expected_buffers)]
+        if self.updated_buffers is not None:
+            groups.append(("updated_buffers", self.updated_buffers, expected_buffers))
+        for what, tensors, ref in groups:
             missing = sorted(set(ref) - set(tensors))
             extra = sorted(set(tensors) - set(ref))
             if missing or extra:
@@ -76,7 +84,7 @@ class Observation:
                         f"observation {what}[{k!r}] has shape {tuple(t.shape)} but model "
                         f"{self.model.name!r} expects {ref[k]}"
                     )
-                floating = buffer_float[k] if what == "buffers" else True
+                floating = buffer_float[k] if what.endswith("buffers") else True
                 if t.is_floating_point() != floating or t.dtype in _REFUSED_DTYPES:
                     raise ObservationError(f"observation {what}[{k!r}] has dtype {_dtype(t)}; expected "
                                            f"{'a floating' if floating else 'an integer'} dtype")
@@ -131,6 +139,7 @@ class Observation:
         tensors = {f"param/{k}": v for k, v in self.parameters.items()}
         tensors.update({f"buffer/{k}": v for k, v in self.buffers.items()})
         tensors.update({f"update/{k}": v for k, v in self.update.items()})
+        tensors.update({f"returned/{k}": v for k, v in (self.updated_buffers or {}).items()})
         if self.labels is not None:
             tensors["labels"] = self.labels
         save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, directory / OBSERVATION_TENSORS)
@@ -143,6 +152,7 @@ class Observation:
             "update_kind": self.protocol.update_kind,
             "num_samples": self.num_samples,
             "labels_shared": self.labels is not None,
+            "buffers_shared": self.buffers_shared,
             "defense": self.defense,
             "data": self.data,
         }
@@ -164,16 +174,16 @@ class Observation:
         _check_directory(directory, what="observation", file=OBSERVATION_JSON)
         where = str(directory / OBSERVATION_JSON)
         meta = _read_json(directory / OBSERVATION_JSON, expected_format="gradleak.observation")
-        check_keys(meta, where=where, required=OBSERVATION_FIELDS[:-2], optional=OBSERVATION_FIELDS[-2:])
+        check_keys(meta, where=where, required=OBSERVATION_FIELDS, optional=OPTIONAL_OBSERVATION_FIELDS)
         tensors = _read_tensors(directory / OBSERVATION_TENSORS)
-        groups: dict[str, dict[str, torch.Tensor]] = {"param": {}, "buffer": {}, "update": {}}
+        groups: dict[str, dict[str, torch.Tensor]] = {"param": {}, "buffer": {}, "update": {}, "returned": {}}
         for key, value in tensors.items():
             prefix, _, name = key.partition("/")
             if prefix in groups and name:
                 groups[prefix][name] = value
             elif key != "labels":
                 raise ObservationError(f"{directory / OBSERVATION_TENSORS}: unexpected tensor {key!r} (expected "
-                                       f"param/NAME, buffer/NAME, update/NAME and, when shared, labels)")
+                                       f"param/NAME, buffer/NAME, update/NAME and, when shared, labels and returned/NAME)")
         protocol = Protocol.from_json(meta["protocol"], where=f"{where}: protocol")
         if as_str(meta["update_kind"], what=f"{where}: update_kind") != protocol.update_kind:
             raise ObservationError(f"{where}: update_kind {meta['update_kind']!r} does not fit protocol "
@@ -182,6 +192,10 @@ class Observation:
         if labels_shared != ("labels" in tensors):
             raise ObservationError(f"{where}: labels_shared is {str(labels_shared).lower()} but "
                                    f"{OBSERVATION_TENSORS} {'lacks' if labels_shared else 'holds'} a 'labels' tensor")
+        buffers_shared = as_bool(meta.get("buffers_shared", False), what=f"{where}: buffers_shared")
+        if not buffers_shared and groups["returned"]:
+            raise ObservationError(f"{where}: buffers_shared is false but {OBSERVATION_TENSORS} holds returned/ "
+                                   f"tensors")
         return cls(
             model=ModelSpec.from_json(meta["model"], where=f"{where}: model"),
             parameters=groups["param"],
@@ -193,6 +207,7 @@ class Observation:
             labels=tensors.get("labels"),
             defense=_defense_record(meta.get("defense"), where=f"{where}: defense"),
             data=_data_record(meta.get("data") or {}, where=f"{where}: data"),
+            updated_buffers=groups["returned"] if buffers_shared else None,
         )
 
 
@@ -251,9 +266,10 @@ class GroundTruth:
 
 
 # ---------------------------------------------------------------------- helpers
-# Fields of observation.json as save() writes them; the last two may be absent (older files).
+# Fields of observation.json as save() writes them; the optional ones may be absent (older files).
 OBSERVATION_FIELDS = ("format", "version", "model", "train_mode", "protocol", "update_kind", "num_samples",
-                      "labels_shared", "defense", "data")
+                      "labels_shared")
+OPTIONAL_OBSERVATION_FIELDS = ("defense", "data", "buffers_shared")
 _REFUSED_DTYPES = (torch.bool,)
 
 

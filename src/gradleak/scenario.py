@@ -15,7 +15,7 @@ import torch
 
 from .data import Dataset, load_dataset
 from .data.schema import RECORD_KINDS, public_knowledge
-from .fl.protocol import Protocol, client_update
+from .fl.protocol import Protocol, client_round
 from .fl.training import pretrain
 from .models import complete_spec, create_model
 from .models.base import ModelSpec
@@ -36,6 +36,10 @@ class Scenario:
     # is what many local-training clients do and is much harder to invert at batch size 1.
     train_mode: bool = False
     share_labels: bool = False  # client reveals its labels alongside the update
+    # Client returns its BatchNorm buffers after local training (a whole state_dict, as many FedAvg
+    # clients do). In train mode they reveal each layer's batch statistics (gradleak.fl.bn_stats).
+    # A defense protects the update only: the returned buffers are those of undefended local training.
+    share_buffers: bool = False
     seed: int = 0  # drives batch choice, model init and pre-training
     image_size: int | None = None  # resize / patch size; None = the dataset's default
     grayscale: bool = False  # convert images to one channel
@@ -114,9 +118,10 @@ def simulate(
     model.train(scenario.train_mode)
     state = {k: v.detach().clone() for k, v in model.named_parameters()}
     buffers = {k: v.detach().clone() for k, v in model.named_buffers()}
-    if defense is None:
-        update = client_update(model, inputs=inputs, labels=labels, protocol=scenario.protocol)
-    else:
+    returned = None
+    if defense is None or scenario.share_buffers:
+        update, returned = client_round(model, inputs=inputs, labels=labels, protocol=scenario.protocol)
+    if defense is not None:
         update = defense.shared_update(model, inputs=inputs, labels=labels, protocol=scenario.protocol,
                                        generator=generator)
     observation = Observation(
@@ -129,6 +134,7 @@ def simulate(
         num_samples=scenario.batch_size,
         labels=labels.clone() if scenario.share_labels else None,
         defense=defense.describe() if defense is not None else None,
+        updated_buffers=returned if scenario.share_buffers else None,
         data={"dataset": data.name, "kind": data.kind, "min": 0.0, "max": float(data.data_range),
               "class_names": list(data.class_names), **public_knowledge(data, own=attacker_records(scenario, data, batch=indices))},
     )

@@ -39,6 +39,7 @@ import torch
 from ..errors import GradleakError
 from ..observation import Observation
 from .base import Progress, Reconstruction, register_attack
+from .bn_prior import check_bn_options
 from .cinet_generator import CINetGenerator, PixelNorm, generator_parameters, grown_side
 from .labels import LabelEstimate
 from .loop import Candidate, LoopSettings, optimise
@@ -72,9 +73,14 @@ class CINetConfig:
     # schedule within as many steps again, then stops (step schedule: decays early). 0: fixed schedule.
     patience: int = 20
     tol: float = 1e-2  # progress: the best loss fell by more than this fraction within `patience` iterations
+    # R_BN (GradInversion, Yin et al. 2021; gradleak.attacks.bn_prior): weight of the BatchNorm-statistics
+    # prior. 0 (default) leaves the attack as published; needs a model with BatchNorm.
+    bn_weight: float = 0.0
+    bn_stats: str = "auto"  # R_BN targets: running (sent buffers), shared (extracted from returned buffers), auto
 
     def __post_init__(self) -> None:
         check_common(self)
+        check_bn_options(self)
         if self.width < 0 or self.max_width < 1:
             raise GradleakError(f"width must be >= 0 (0 = automatic) and max_width >= 1, got {self.width}, {self.max_width}")
         if not (self.param_ratio > 0 and math.isfinite(self.param_ratio)):

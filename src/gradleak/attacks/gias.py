@@ -26,6 +26,7 @@ from ..observation import Observation
 from ..priors.checkpoint import load_prior
 from ..priors.generators import Generator
 from .base import Attack, Progress, Reconstruction, register_attack
+from .bn_prior import check_bn_options, with_bn_prior
 from .inverting import total_variation
 from .labels import LabelEstimate, recover_labels
 from .loop import Candidate, LoopSettings, Plateau, best_of_restarts, optimise
@@ -50,9 +51,14 @@ class GIZConfig:
     # decay stage early; a plateau at the last stage stops it. 0 runs the fixed schedule.
     patience: int = 50
     tol: float = 1e-2  # progress: the best loss fell by more than this fraction within `patience` iterations
+    # R_BN (GradInversion, Yin et al. 2021; gradleak.attacks.bn_prior): weight of the BatchNorm-statistics
+    # prior. 0 (default) leaves the attack as published; needs a model with BatchNorm.
+    bn_weight: float = 0.0
+    bn_stats: str = "auto"  # R_BN targets: running (sent buffers), shared (extracted from returned buffers), auto
 
     def __post_init__(self) -> None:
         check_common(self)
+        check_bn_options(self)
         if self.latent_space not in ("z", "w+"):
             raise GradleakError(f"unknown latent_space {self.latent_space!r}; choose one of: z, w+")
         if not (self.lr > 0 and math.isfinite(self.lr)):
@@ -118,11 +124,13 @@ class PriorAttack(Attack):
                                   entries=cfg.entries)
         gen = gen.to(matcher.dtype)
         labels = recover_labels(observation, model=matcher.model, generator=generator, estimator=self.label_estimator())
+        matcher, bn_note = with_bn_prior(matcher, observation, weight=cfg.bn_weight, source=cfg.bn_stats)
         results = [self.latent_search(observation, gen=gen, matcher=matcher, labels=labels, generator=generator,
                                       progress=progress) for _ in range(cfg.restarts)]
         best = best_of_restarts([r.candidate for r in results])
         chosen = results[best].candidate
         notes = [f"prior: {cfg.prior} ({gen.spec.arch}, trained on: {info.get('attacker_split', 'unknown')})"]
+        notes += [bn_note] if bn_note else []
         trace = list(chosen.trace)
         if getattr(cfg, "gias_iterations", 0) > 0:
             tuned = self.parameter_search(observation, gen=gen, latent=results[best].latent, matcher=matcher,

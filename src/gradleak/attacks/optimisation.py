@@ -16,6 +16,7 @@ import torch
 from ..errors import GradleakError
 from ..observation import Observation
 from .base import Attack, Progress, Reconstruction
+from .bn_prior import with_bn_prior
 from .labels import LabelEstimate, recover_labels
 from .loop import Candidate, LoopSettings, StopRule, best_of_restarts, optimise
 from .objective import DISTANCES, GradientMatcher, parse_entries
@@ -69,7 +70,12 @@ class OptimisationAttack(Attack):
         estimate = (
             recover_labels(observation, model=matcher.model, generator=generator) if self.analytic_labels else None
         )
-        return self.restarts(observation, matcher=matcher, estimate=estimate, generator=generator, progress=progress)
+        # R_BN after label recovery: the prior must only see the search's own forwards
+        matcher, bn_note = with_bn_prior(matcher, observation, weight=getattr(cfg, "bn_weight", 0.0),
+                                         source=getattr(cfg, "bn_stats", "auto"))
+        result = self.restarts(observation, matcher=matcher, estimate=estimate, generator=generator, progress=progress)
+        result.notes += [bn_note] if bn_note else []
+        return result
 
     def restarts(
         self, observation: Observation, *, matcher: Any, estimate: LabelEstimate | None,

@@ -127,6 +127,17 @@ def _spear_excluded(setup: Setup) -> str | None:
     return None
 
 
+def _needs_batchnorm(setup: Setup) -> str | None:
+    """R_BN matches BatchNorm statistics: nothing to match without BatchNorm layers."""
+    reason = _images_only(setup)
+    if reason:
+        return reason
+    from ..fl.bn_stats import batchnorm_layers
+    from ..models import create_model
+
+    return None if batchnorm_layers(create_model(setup.spec)) else "the model has no BatchNorm layer (R_BN needs one)"
+
+
 def _records_only(setup: Setup) -> str | None:
     return None if setup.data_kind in RECORD_KINDS else "a health-record attack; the audited data are images"
 
@@ -137,6 +148,8 @@ PLANS.register("idlg")(Plan(kind="optimisation", weight=20.0, excluded=_images_o
 PLANS.register("dlg")(Plan(kind="optimisation", weight=20.0, options=_iterative("dlg"),
                            excluded=_thorough_only("iDLG with jointly learnt labels: as costly, rarely stronger")))
 PLANS.register("ig")(Plan(kind="optimisation", weight=1.0, excluded=_images_only, options=_iterative("ig")))
+PLANS.register("ig-bn")(Plan(kind="optimisation", weight=1.0, excluded=_needs_batchnorm,
+                             options=lambda s: _iterative("ig")(s)))  # IG's budget: the same search plus a prior
 PLANS.register("cinet")(Plan(kind="optimisation", weight=1.5, excluded=_images_only, options=_iterative("cinet")))
 PLANS.register("giz")(Plan(kind="generative", weight=4.0, excluded=_needs_prior, options=_prior_options("giz")))
 PLANS.register("gias")(Plan(kind="generative", weight=8.0, excluded=_needs_prior, options=_prior_options("gias")))

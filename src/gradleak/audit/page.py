@@ -95,7 +95,7 @@ def page_verdict(result: dict[str, Any]) -> dict[str, Any]:
                    baseline=result["blind_guess_psnr"], rank=result["rank"],
                    defenses=(result.get("defenses") or {}).get("rows", []), dataset=s["dataset"],
                    thresholds=Thresholds(**result["verdict"]["thresholds"]), malicious=result.get("malicious"),
-                   summary=a["summary"], model_state=model_state(s))
+                   summary=a["summary"], model_state=model_state(s), buffers=result.get("buffers"))
 
 
 def write_report(tmp: Path, *, result: dict[str, Any], pictures: dict[int, dict[str, torch.Tensor]],
@@ -138,6 +138,7 @@ def write_report(tmp: Path, *, result: dict[str, Any], pictures: dict[int, dict[
                                   f" (local epochs {p['local_epochs']}, lr {p['lr']}, local batch {p['local_batch_size'] or 'whole batch'})")),
         ("global model", state),
         ("clients share labels", "yes" if s["share_labels"] else "no"),
+        ("clients return BatchNorm buffers", "yes" if s.get("share_buffers") else "no"),
         ("client batch sizes", ", ".join(map(str, s["batch_sizes"]))),
         ("seeds", ", ".join(map(str, s["seeds"]))),
         ("client data", result["client_split"] or "drawn from the whole data set"),

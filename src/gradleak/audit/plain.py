@@ -110,7 +110,11 @@ def plain_verdict(result: dict[str, Any]) -> dict[str, list[str]]:
     bad = _malicious(result.get("malicious"))
     if bad:
         findings.append(bad[0])
-    return {"findings": findings, "actions": _actions(result, th, safe, exact, bad)}
+    from .buffers import buffer_findings  # the same words: there is no plainer way to say it
+
+    buffer_notes, buffer_actions = buffer_findings(result.get("buffers"))
+    findings += buffer_notes
+    return {"findings": findings, "actions": _actions(result, th, safe, exact, bad) + buffer_actions}
 
 
 def _exact_batches(summary: Sequence[dict[str, Any]]) -> int | None:

@@ -25,6 +25,7 @@ from ..models import complete_spec
 from ..models.base import ModelSpec
 from ..outdir import atomic_directory, write_json
 from .battery import Entry, Setup, battery
+from .buffers import buffer_leak
 from .leakage import (Trial, attack_stage, attack_units, runs_at, attacker_curve, blind_guess_psnr, label_stage,
                       mean_std, summarise, worst_case)
 from .progress import AuditProgress
@@ -190,6 +191,7 @@ def run_audit(settings: AuditSettings, *, out: str | Path, show_progress: bool =
             attacks = attack_stage(trials, entries, progress=progress, device=settings.device,
                                    max_iterative_batch=settings.plan.iterative_max_batch, workers=workers)
             summary, curve = summarise(attacks.records), attacker_curve(attacks.records)
+            buffers = buffer_leak([t.observation for t in trials])
             bound = worst_case(summary)
             timings["attacks"] = time.perf_counter() - clock
             means = data.inputs.float().mean(dim=(0, 2, 3))
@@ -221,8 +223,8 @@ def run_audit(settings: AuditSettings, *, out: str | Path, show_progress: bool =
                                                      "shape": list(data.input_shape), "classes": list(data.class_names)},
                 "verdict": verdict(curve=curve, worst=bound, labels=labels, baseline=baseline, rank=rank,
                                    defenses=defense_rows, dataset=settings.dataset, malicious=malicious,
-                                   summary=summary),
-                "rank": rank, "labels": labels, "battery": [e.to_json() for e in entries],
+                                   summary=summary, buffers=buffers),
+                "rank": rank, "labels": labels, "buffers": buffers, "battery": [e.to_json() for e in entries],
                 "attacks": {"records": attacks.records, "summary": summary, "attacker_choice": curve,
                             "worst_case": bound},
                 "blind_guess_psnr": baseline, "client_split": split_rule,

@@ -26,6 +26,7 @@ class AuditSettings:
     trained_steps: int = 0  # pre-train the global model (0 = the first round, the attacker's best moment)
     train_mode: bool = False  # clients run BatchNorm in train mode (batch statistics)
     share_labels: bool = False  # clients also share their labels
+    share_buffers: bool = False  # clients return their BatchNorm buffers (state_dict) with the update
     image_size: int | None = None  # dataset default when None
     grayscale: bool = False  # convert images to one channel
     data_root: str | None = None  # directory with dataset files (MedMNIST .npz, your CSV)
@@ -66,7 +67,7 @@ class AuditSettings:
         return Scenario(
             dataset=self.dataset, model=self.model, batch_size=batch_size, protocol=self.protocol,
             trained_steps=self.trained_steps, train_mode=self.train_mode, share_labels=self.share_labels,
-            seed=seed, image_size=self.image_size, grayscale=self.grayscale, data_root=self.data_root,
+            share_buffers=self.share_buffers, seed=seed, image_size=self.image_size, grayscale=self.grayscale, data_root=self.data_root,
             model_options=dict(self.model_options),
         )
 

@@ -158,7 +158,8 @@ def verdict(*, curve: Sequence[dict[str, Any]], worst: Sequence[dict[str, Any]] 
             labels: Sequence[dict[str, Any]], baseline: float | None,
             rank: dict[str, Any], defenses: Sequence[dict[str, Any]], dataset: str,
             thresholds: Thresholds = Thresholds(), malicious: dict[str, Any] | None = None,
-            summary: Sequence[dict[str, Any]] = (), model_state: str | None = None) -> dict[str, Any]:
+            summary: Sequence[dict[str, Any]] = (), model_state: str | None = None,
+            buffers: dict[str, Any] | None = None) -> dict[str, Any]:
     """``{"level", "title", "headline", "findings": [...], "actions": [...], "recommended_defense", "thresholds"}``.
 
     ``model_state`` (e.g. "untrained, first round") is named beside the smallest batch's numbers: the
@@ -192,12 +193,17 @@ def verdict(*, curve: Sequence[dict[str, Any]], worst: Sequence[dict[str, Any]] 
 
     bad_server, bad_server_actions = malicious_findings(malicious)
     findings += bad_server
+    from .buffers import buffer_findings  # returned BatchNorm buffers (nothing without BatchNorm)
+
+    buffer_notes, buffer_actions = buffer_findings(buffers)
+    findings += buffer_notes
     actions: list[str] = []
     if level in ("high", "medium"):
         actions.append("Do not train on patient data with this configuration until a defense is in place.")
     if exact and exact[1]:
         actions.append(exact[1])
     actions += bad_server_actions
+    actions += buffer_actions
     actions += _defense_actions(defenses, th)
     safe = _safe_batch(worst, th)
     if level in ("high", "medium") and safe is not None and safe > worst[0]["batch_size"]:

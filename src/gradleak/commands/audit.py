@@ -33,6 +33,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--trained-steps", type=int, default=0, help="pre-train the global model first (default 0: round one)")
     g.add_argument("--train-mode", action="store_true", help="clients run BatchNorm in train mode")
     g.add_argument("--share-labels", action="store_true", help="clients also share their labels")
+    g.add_argument("--share-buffers", action="store_true",
+                   help="clients return their BatchNorm buffers with the update (their whole state_dict)")
     g.add_argument("--image-size", type=int, default=None, help="image size in pixels (dataset default)")
     g.add_argument("--grayscale", action="store_true", help="convert images to one channel")
     g.add_argument("--data-root", default=None, help="directory with dataset files (MedMNIST .npz)")
@@ -121,7 +123,7 @@ def cmd_audit(args: argparse.Namespace) -> None:
         protocol=Protocol(name=args.protocol, lr=args.local_lr, local_epochs=args.local_epochs,
                           local_batch_size=args.local_batch_size),
         trained_steps=args.trained_steps, train_mode=args.train_mode, share_labels=args.share_labels,
-        image_size=args.image_size, grayscale=args.grayscale, data_root=args.data_root,
+        share_buffers=args.share_buffers, image_size=args.image_size, grayscale=args.grayscale, data_root=args.data_root,
         model_options=_key_values(args.model_option, flag="--model-option"), attacks=args.attacks,
         defenses=defenses, prior=None if args.prior is None else str(args.prior), seed=args.seed, threat=args.threat,
         device=_check_device(args.device), threads=args.threads, workers=args.workers,

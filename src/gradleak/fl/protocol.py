@@ -158,9 +158,26 @@ def client_update(
     model: nn.Module, *, inputs: torch.Tensor, labels: torch.Tensor, protocol: Protocol
 ) -> Params:
     """What an honest client computes: the update for the model's current weights, detached."""
+    return client_round(model, inputs=inputs, labels=labels, protocol=protocol)[0]
+
+
+def client_round(
+    model: nn.Module, *, inputs: torch.Tensor, labels: torch.Tensor, protocol: Protocol
+) -> tuple[Params, Params]:
+    """The update and the buffers the client holds after its local training (detached).
+
+    A client that sends its whole ``state_dict`` back returns these buffers too: in train mode
+    they are BatchNorm running statistics moved towards each local batch's statistics
+    (:mod:`gradleak.fl.bn_stats` extracts those). The model's own buffers are left untouched.
+    """
     params = {k: v.detach().clone().requires_grad_(True) for k, v in model.named_parameters()}
-    buffers = {k: v.detach() for k, v in model.named_buffers()}
-    update = compute_update(
-        model, params=params, buffers=buffers, inputs=inputs, labels=labels, protocol=protocol
-    )
-    return {k: v.detach() for k, v in update.items()}
+    buffers = {k: v.detach().clone() for k, v in model.named_buffers()}
+    # functional_call writes train-mode BatchNorm's running statistics into these very tensors
+    update = _run(model, params=params, buffers=buffers, inputs=inputs, labels=labels, protocol=protocol)
+    return {k: v.detach() for k, v in update.items()}, buffers
+
+
+def _run(model: nn.Module, *, params: Params, buffers: Params, inputs: torch.Tensor, labels: torch.Tensor,
+         protocol: Protocol) -> Params:
+    """:func:`compute_update` without its defensive copy of ``buffers`` (so they record the round)."""
+    return PROTOCOLS.get(protocol.name)(model, params, buffers, inputs, labels, protocol, False)

@@ -29,7 +29,7 @@ from ..validation import as_bool, as_float, as_int, as_mapping, as_str, check_ke
 AXES = ("datasets", "models", "attacks", "batch_sizes", "defenses", "seeds")
 # Scenario settings a grid may fix for all cells (the Scenario fields that are not axes).
 SCENARIO_KEYS = ("protocol", "local_epochs", "local_batch_size", "local_lr", "trained_steps", "train_mode",
-                 "share_labels", "image_size", "grayscale", "data_root", "model_options")
+                 "share_labels", "share_buffers", "image_size", "grayscale", "data_root", "model_options")
 DEFAULT_AXES: dict[str, list[Any]] = {"defenses": ["none"], "seeds": [0], "batch_sizes": [1]}
 
 
@@ -102,6 +102,7 @@ _SCENARIO_READERS = {
     "trained_steps": lambda v, w: as_int(v, what=w, minimum=0),
     "train_mode": lambda v, w: as_bool(v, what=w),
     "share_labels": lambda v, w: as_bool(v, what=w),
+    "share_buffers": lambda v, w: as_bool(v, what=w),
     "image_size": lambda v, w: None if v is None else as_int(v, what=w, minimum=1),
     "grayscale": lambda v, w: as_bool(v, what=w),
     "data_root": lambda v, w: None if v is None else as_str(v, what=w),
