@@ -90,3 +90,21 @@ def test_patience_zero_is_accepted_as_an_option_and_runs_the_whole_budget() -> N
     assert recon.iterations_used == 12
     with pytest.raises(GradleakError, match="patience"):
         create_attack("ig", patience=-1)
+
+
+def test_a_diverged_search_returns_a_finite_guess_and_says_so(monkeypatch) -> None:
+    """A run whose every restart went to NaN (seen: iDLG on a BatchNorm ConvNet) must not end an
+    evaluation: the attacker can see the divergence, so it returns the range's midpoint there."""
+    import gradleak.attacks.optimisation as optimisation
+    from gradleak.attacks.loop import Candidate
+    from gradleak.scenario import Scenario, simulate
+
+    observation, _ = simulate(Scenario(dataset="digits", model="lenet", batch_size=1))
+
+    def diverged(self, observation, *, matcher, labels, generator, progress):
+        x = torch.full((1, *observation.input_shape), float("nan"))
+        return Candidate(x, labels.labels, float("nan"), [float("nan")])
+
+    monkeypatch.setattr(optimisation.OptimisationAttack, "search", diverged)
+    recon = create_attack("idlg", iterations=3).run(observation, generator=torch.Generator().manual_seed(0))
+    assert torch.isfinite(recon.inputs).all() and any("diverged" in n for n in recon.notes)

@@ -94,8 +94,13 @@ class OptimisationAttack(Attack):
             ]
         best = best_of_restarts(candidates)
         chosen = candidates[best]
+        inputs, notes = chosen.inputs.detach().cpu().float(), []
+        if not bool(torch.isfinite(inputs).all()):  # every restart diverged: the attacker sees it and guesses
+            lo, hi = data_box(observation)
+            inputs = torch.where(torch.isfinite(inputs), inputs, torch.full_like(inputs, (lo + hi) / 2))
+            notes.append("every restart diverged (non-finite values); those entries are the data range's midpoint")
         return Reconstruction(
-            inputs=chosen.inputs.detach().cpu().float(),
+            inputs=inputs,
             labels=chosen.labels.detach().cpu().long(),
             attack=self.name,
             config=dataclasses.asdict(cfg),
@@ -105,6 +110,7 @@ class OptimisationAttack(Attack):
             restart_traces=[c.trace for c in candidates],
             chosen_restart=best,
             iterations=cfg.iterations,
+            notes=notes,
         )
 
     def batched_objective(self, matcher: GradientMatcher, labels: torch.Tensor) -> Any:
