@@ -273,9 +273,12 @@ def markdown(report: dict[str, Any], meta: dict[str, Any]) -> str:
              "the DP bound on it (DP-SGD rows; chance 0.10).", ""]
     for name, rep in report.items():
         cell = rep["cell"]
+        seeds = sorted({s for e in rep["settings"].values() for s in e["seeds"]})
         lines += [f"## {name}: {cell['dataset']} / {cell['model']}"
                   f"{' ' + json.dumps(cell['model_options']) if cell['model_options'] else ''} / batch "
                   f"{cell['batch_size']} ({cell['why']})", "",
+                  f"Seeds run: {seeds} (per setting: "
+                  + ", ".join(f"{spec} {len(e['seeds'])}" for spec, e in rep["settings"].items()) + ").", "",
                   "| setting | client acc. | attacker acc. | MSE | PSNR (dB) | SSIM | pick PSNR | non-adaptive PSNR "
                   "| non-adaptive attacker acc. | epsilon | identified | DP bound |",
                   "|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -328,7 +331,8 @@ def main() -> None:
     rows = run_all(args, cells, args.out)
     report = aggregate(rows, cells, args.target)
     sample = config_for(next(iter(cells.values())), seed=0, quick=args.quick, data_root=args.data_root)
-    meta = {"budget": "quick" if args.quick else "full", "seeds": args.seeds, "target": args.target,
+    meta = {"budget": "quick" if args.quick else "full", "seeds": sorted({r["seed"] for r in rows}),
+            "seeds_asked": args.seeds, "target": args.target,
             "cells": {n: dataclasses.asdict(c) for n, c in cells.items()}, "victims": sample.victims,
             "rounds": sample.federated.rounds, "iterations": sample.attack_options.get("iterations"),
             "wall_seconds": time.perf_counter() - start, "cpu_seconds": time.process_time() - cpu,
@@ -340,7 +344,7 @@ def main() -> None:
     for name, rep in report.items():
         points = [dict(e) for e in rep["settings"].values()]
         save_frontier_plot(points, args.out / f"{stem}_{name}_frontier.png",
-                           title=f"{name}: {' + '.join(cells[name].attacks)}, mean over seeds {args.seeds}")
+                           title=f"{name}: {' + '.join(cells[name].attacks)}, mean over seeds {meta['seeds']}")
     print(markdown(report, meta))
 
 
