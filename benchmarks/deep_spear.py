@@ -35,6 +35,7 @@ from gradleak.models.taps import layer_inputs
 from gradleak.runner import evaluate
 from gradleak.scenario import Scenario, simulate
 from gradleak.sweep.aggregate import mean_std
+from _runs import append_row, load_rows  # benchmarks/_runs.py (the script's own folder is on sys.path)
 
 OUT = Path(__file__).parent / "results" / "deep_spear"
 # victim name -> (model, options, BatchNorm in training mode at the client)
@@ -103,16 +104,6 @@ def image_cell(attack: str, dataset: str, batch: int, seed: int, *, iterations: 
     return row
 
 
-def _append(path: Path, row: dict) -> None:
-    with path.open("a") as f:
-        f.write(json.dumps(row) + "\n")
-    print(json.dumps(row), flush=True)
-
-
-def _load(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
-
-
 def _ms(values: list[float], digits: int) -> str:
     values = [v for v in values if v is not None]
     if not values:
@@ -122,7 +113,7 @@ def _ms(values: list[float], digits: int) -> str:
 
 
 def tables(out: Path) -> str:
-    feats, tuning, images = _load(out / "features.jsonl"), _load(out / "tuning.jsonl"), _load(out / "images.jsonl")
+    feats, tuning, images = load_rows(out / "features.jsonl"), load_rows(out / "tuning.jsonl"), load_rows(out / "images.jsonl")
     lines = ["### Feature vectors at the FC head (spear disaggregation)", "",
              "| data | victim | batch | seeds | rank / batch | feature exact | feature certified | certified but wrong | seconds |",
              "|---|---|---|---|---|---|---|---|---|"]
@@ -191,19 +182,19 @@ def main() -> None:
             for victim in VICTIMS:
                 for b in args.batches:
                     for seed in SEEDS:
-                        _append(args.out / "features.jsonl", feature_cell(victim, dataset, b, seed))
+                        append_row(args.out / "features.jsonl", feature_cell(victim, dataset, b, seed))
     weight = args.weight
     if weight is None and args.part in ("tuning", "images", "all"):
-        tuning = _load(args.out / "tuning.jsonl")
+        tuning = load_rows(args.out / "tuning.jsonl")
         if not tuning:
             for w in WEIGHTS:
                 row = image_cell("spear-ig", "digits", 8, TUNING_SEED, iterations=args.iterations, weight=w)
-                _append(args.out / "tuning.jsonl", row)
+                append_row(args.out / "tuning.jsonl", row)
                 tuning.append(row)
         weight = min(tuning, key=lambda r: r["gradient_loss"] + r.get("feature_residual", 0.0))["feature_weight"]
         print(f"feature weight chosen: {weight}", flush=True)
     if args.part in ("images", "all"):
-        done = {(r["attack"], r["dataset"], r["batch_size"], r["seed"]) for r in _load(args.out / "images.jsonl")}
+        done = {(r["attack"], r["dataset"], r["batch_size"], r["seed"]) for r in load_rows(args.out / "images.jsonl")}
         # seeds first across batch sizes, so a budget cut leaves every batch size with some seeds
         order = [(d, b, s) for s in SEEDS for d in args.datasets for b in args.batches]
         for dataset, b, seed in order:
@@ -212,7 +203,7 @@ def main() -> None:
                 break
             for attack in ("ig", "spear-ig"):
                 if (attack, dataset, b, seed) not in done:
-                    _append(args.out / "images.jsonl",
+                    append_row(args.out / "images.jsonl",
                             image_cell(attack, dataset, b, seed, iterations=args.iterations, weight=weight))
     print(tables(args.out))
 

@@ -48,6 +48,7 @@ import torch
 from gradleak.defenses.evaluation import DefendConfig, Evaluator, quick_config
 from gradleak.defenses.federated import FederatedConfig
 from gradleak.defenses.report import save_frontier_plot
+from _runs import load_rows  # benchmarks/_runs.py (the script's own folder is on sys.path)
 
 # Training-only probes on histology/LeNet (seed 0, 30 rounds) chose the strengths: dpsgd:1 reaches
 # 0.99 (eps 8.3), dpsgd:3 0.97 (eps 1.6), dpsgd:10 fails (0.36); perturb:1 reaches 0.97-0.99.
@@ -121,13 +122,8 @@ def run_all(args: argparse.Namespace, cells: dict[str, Cell], out: Path) -> list
     """Every (cell, seed, setting) row, from the cache where it is already there."""
     cache = out / "runs.jsonl"
     budget = "quick" if args.quick else "full"
-    done = {}
-    if cache.exists():
-        for line in cache.read_text().splitlines():
-            if line.strip():
-                r = json.loads(line)
-                if "cell" in r:  # rows of the single-cell version of this benchmark have no cell
-                    done[(r["cell"], r["seed"], r["defense_spec"], r["budget"])] = r
+    done = {(r["cell"], r["seed"], r["defense_spec"], r["budget"]): r for r in load_rows(cache)
+            if "cell" in r}  # rows of the single-cell version of this benchmark have no cell
     # Seed-major: an interrupted run still has every cell at its first seeds.
     plan = [(name, seed, spec) for seed in args.seeds for name, cell in cells.items()
             for specs in cell.families.values() for spec in specs]

@@ -21,6 +21,7 @@ import torch
 
 from gradleak.defenses.evaluation import DefendConfig, Evaluator
 from gradleak.defenses.federated import FederatedConfig
+from _runs import load_rows  # benchmarks/_runs.py (the script's own folder is on sys.path)
 
 SETTINGS = ("none", "perturb:0.3", "perturb:1", "perturb:3")
 ATTACKS = ("ig", "latent-decoder")
@@ -33,11 +34,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     cache = args.out / "perturb_decoder.jsonl"
-    done = {}
-    if cache.exists():
-        for line in cache.read_text().splitlines():
-            r = json.loads(line)
-            done[(r["seed"], r["defense_spec"])] = r
+    done = {(r["seed"], r["defense_spec"]): r for r in load_rows(cache)}
     for seed in args.seeds:
         evaluator = None
         for spec in SETTINGS:

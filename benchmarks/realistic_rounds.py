@@ -37,6 +37,7 @@ from gradleak.fl.protocol import Protocol
 from gradleak.runner import evaluate
 from gradleak.scenario import Scenario, simulate
 from gradleak.sweep.aggregate import mean_std
+from _runs import append_row, load_rows  # benchmarks/_runs.py (the script's own folder is on sys.path)
 
 OUT = Path(__file__).parent / "results" / "realistic_rounds"
 METHODS = {  # name -> R_BN source (None: plain IG)
@@ -90,16 +91,6 @@ def run_cell(grid: Grid, *, model: str, method: str, batch: int, train_mode: boo
             "seconds": rec.seconds, "notes": rec.notes}
 
 
-def _append(path: Path, row: dict) -> None:
-    with path.open("a") as f:
-        f.write(json.dumps(row) + "\n")
-    print(json.dumps(row), flush=True)
-
-
-def _load(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
-
-
 def _ms(values: list, digits: int) -> str:
     m, s = mean_std(values)
     return "-" if m is None else f"{m:.{digits}f} ± {s:.{digits}f}"
@@ -116,7 +107,7 @@ def applicable(method: str, train_mode: bool) -> bool:
 
 
 def tables(out: Path) -> str:
-    runs, tuning = _load(out / "runs.jsonl"), _load(out / "tuning.jsonl")
+    runs, tuning = load_rows(out / "runs.jsonl"), load_rows(out / "tuning.jsonl")
     keys = sorted({(r["model"], r["train_mode"], r["trained_steps"], r["batch_size"], r["local_steps"]) for r in runs})
     lines = ["| model | BN mode | trained steps | batch | local steps | method | seeds | R_BN weight | PSNR (dB) | SSIM | "
              "gradient loss | seconds |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -185,9 +176,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     start = time.time()
-    tuning = _load(args.out / "tuning.jsonl")
+    tuning = load_rows(args.out / "tuning.jsonl")
     done = {(r["model"], r["method"], r["batch_size"], r["train_mode"], r["trained_steps"], r["seed"],
-             r["local_steps"]) for r in _load(args.out / "runs.jsonl")}
+             r["local_steps"]) for r in load_rows(args.out / "runs.jsonl")}
 
     def over_budget() -> bool:
         return args.minutes is not None and (time.time() - start) / 60 > args.minutes
@@ -208,7 +199,7 @@ def main() -> None:
                                    for r in tuning):
                             row = run_cell(grid, model=model, method=method, batch=TUNING_BATCH, train_mode=train_mode,
                                            trained=trained, seed=TUNING_SEED, weight=w, local_steps=args.local_steps)
-                            _append(args.out / "tuning.jsonl", row)
+                            append_row(args.out / "tuning.jsonl", row)
                             tuning.append(row)
                     weights[method] = chosen_weight(tuning, model=model, method=method, train_mode=train_mode,
                                                     trained=trained)
@@ -224,7 +215,7 @@ def main() -> None:
                             row = run_cell(grid, model=model, method=method, batch=batch, train_mode=train_mode,
                                            trained=trained, seed=seed, weight=weights.get(method, 0.0),
                                            local_steps=args.local_steps)
-                            _append(args.out / "runs.jsonl", row)
+                            append_row(args.out / "runs.jsonl", row)
     print(tables(args.out))
 
 

@@ -327,7 +327,10 @@ def test_giml_from_received_updates_uses_no_attacker_images(monkeypatch, tmp_pat
     obs, truth = make_observation(batch_size=2)
     other, _ = make_observation(batch_size=2, seed=1)  # another client's update the server received
     other.save(tmp_path / "other")
-    monkeypatch.setattr(giml, "attacker_data", forbidden)
+    import gradleak.priors.data as priors_data
+
+    monkeypatch.setattr(giml, "attacker_images", forbidden)  # the attacker's images, read where giml reads them
+    monkeypatch.setattr(priors_data, "attacker_data", forbidden)  # and the split underneath
     monkeypatch.setattr(labels, "_public_data", forbidden)
     attack = create_attack("giml", tasks="updates", stream=str(tmp_path / "other"), meta_steps=3, inner_steps=2,
                            width=16, latent_dim=8, iterations=5, restarts=1, gias_iterations=2)

@@ -31,7 +31,7 @@ from torch import nn
 from ..errors import GradleakError
 from ..fl.protocol import compute_update
 from ..observation import Observation
-from ..priors.data import attacker_data
+from ..priors.data import attacker_images
 from ..priors.generators import Generator, GeneratorSpec, build_generator
 from ..registry import Registry
 from .base import Progress, register_attack
@@ -82,7 +82,7 @@ TASKS: Registry[TaskSource] = Registry("giml task source")
 @TASKS.register("own-images", description="updates of batches of the attacker's own split (it has a data set)")
 def own_image_tasks(attack: "GIML", observation: Observation, generator: torch.Generator,
                     device: torch.device) -> Callable[[int], Task]:
-    images, labels, _rule = _attacker_images(observation, attack.config.data_root)
+    images, labels, _rule = attacker_images(observation, data_root=attack.config.data_root)
     model = observation.build_model(device=device).requires_grad_(True)
 
     def task(_step: int) -> Task:
@@ -111,22 +111,6 @@ def received_update_tasks(attack: "GIML", observation: Observation, generator: t
     return lambda step: tasks[step % len(tasks)]
 
 
-def _attacker_images(observation: Observation, data_root: str | None) -> tuple[torch.Tensor, torch.Tensor, str]:
-    """The attacker's split of the observation's data set, at the observation's shape."""
-    name = observation.data.get("dataset")
-    if not name:
-        raise GradleakError("giml needs the observation's dataset name (observation.data['dataset']) to use the attacker's split")
-    c, h, _w = observation.input_shape
-    split = attacker_data(str(name), data_root=data_root, image_size=h, grayscale=False)
-    if split.data.input_shape[0] != c:
-        split = attacker_data(str(name), data_root=data_root, image_size=h, grayscale=True)
-    if tuple(split.data.input_shape) != tuple(observation.input_shape):
-        raise GradleakError(
-            f"attacker's {name} images have shape {split.data.input_shape} but the observation's inputs are {observation.input_shape}"
-        )
-    return split.data.inputs, split.data.labels, split.rule
-
-
 @register_attack("giml", description="GIML: Reptile meta-learning of a generator over inversions of own data, then GIAS")
 class GIML(GIAS):
     Config = GIMLConfig
@@ -153,7 +137,7 @@ class GIML(GIAS):
         if cfg.tasks == "updates":
             count = 1 + len([d for d in cfg.stream.split(",") if d.strip()])
             return gen, {**info, "attacker_split": f"meta-learned on {count} received update(s), no attacker images"}
-        return gen, {**info, "attacker_split": f"meta-learned on {_attacker_images(observation, cfg.data_root)[2]}"}
+        return gen, {**info, "attacker_split": f"meta-learned on {attacker_images(observation, data_root=cfg.data_root)[2]}"}
 
     def label_estimator(self) -> str:
         """Without attacker images (tasks=updates) labels come from the update alone."""

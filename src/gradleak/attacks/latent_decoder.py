@@ -102,12 +102,12 @@ class LatentDecoder(Attack):
     def reconstruct(
         self, observation: Observation, *, generator: torch.Generator, device: torch.device, progress: Progress
     ) -> Reconstruction:
-        from .giml import _attacker_images
+        from ..priors.data import attacker_images
 
         cfg = self.config
         model = observation.build_model(device="cpu").eval()
         z, residual, _ = head_code(observation, model)
-        images, _, rule = _attacker_images(observation, cfg.data_root)
+        images, _, rule = attacker_images(observation, data_root=cfg.data_root)
         shape = tuple(observation.input_shape)
         lo, hi = float(observation.data.get("min", 0.0)), float(observation.data.get("max", 1.0))
         key = (observation.model.name, tuple(float(p.double().sum()) for p in observation.parameters.values()))

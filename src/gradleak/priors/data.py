@@ -16,11 +16,15 @@ never on the client's images. How that split is made depends on the data set:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
 from ..data import Dataset, load_dataset
 from ..errors import DataError
+
+if TYPE_CHECKING:
+    from ..observation import Observation
 
 ATTACKER_FROM = 0.6  # histology: the attacker's patches start at 60 % of the slide width (~40 % of patches)
 ATTACKER_SHARE = 0.4  # other split-less sets: share of samples that are the attacker's
@@ -94,3 +98,23 @@ def hold_out(images: torch.Tensor, *, fraction: float) -> tuple[torch.Tensor, to
     if k and n - k < 2:
         raise DataError(f"holding out {fraction:.0%} of {n} images leaves fewer than 2 to train on")
     return images[: n - k], images[n - k:]
+
+
+def attacker_images(observation: "Observation", *, data_root: str | None = None) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """(images, labels, split rule) of the attacker's split of the observation's data set, at the
+    observation's input shape (attacks that learn from the attacker's own data: GIML, latent-decoder)."""
+    from ..errors import GradleakError
+
+    name = observation.data.get("dataset")
+    if not name:
+        raise GradleakError("this attack needs the observation's dataset name (observation.data['dataset']) to use "
+                            "the attacker's split")
+    c, h, _w = observation.input_shape
+    split = attacker_data(str(name), data_root=data_root, image_size=h, grayscale=False)
+    if split.data.input_shape[0] != c:
+        split = attacker_data(str(name), data_root=data_root, image_size=h, grayscale=True)
+    if tuple(split.data.input_shape) != tuple(observation.input_shape):
+        raise GradleakError(
+            f"attacker's {name} images have shape {split.data.input_shape} but the observation's inputs are {observation.input_shape}"
+        )
+    return split.data.inputs, split.data.labels, split.rule
