@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Callable, Sequence
 
 import torch
@@ -206,3 +207,15 @@ class GradientMatcher:
     def loss_value(self, inputs: torch.Tensor, labels: torch.Tensor) -> float:
         """The distance as a number, without building the graph the search needs."""
         return float(self.measure(self.update(inputs, labels, create_graph=False)).detach())
+
+
+def update_mismatch(observation: Observation, inputs: torch.Tensor, labels: torch.Tensor, *, entries: str = "all") -> float:
+    """1 - cos(update the reconstruction would produce, observed update) on ``entries``: how the
+    attacker judges a reconstruction without the private data (the audit's and ``defend``'s pick).
+
+    In float64: near-exact reconstructions differ by ~1e-10, below float32's resolution. A
+    non-finite value (a diverged reconstruction) counts as the worst, ``inf``.
+    """
+    matcher = GradientMatcher(observation, distance="cosine", dtype=torch.float64, entries=entries)
+    value = matcher.loss_value(inputs.detach().double(), labels.long())
+    return value if math.isfinite(value) else math.inf

@@ -17,7 +17,8 @@ from typing import Any, Sequence
 
 import torch
 
-from ..attacks import GradientMatcher, create_attack, recover_labels
+from ..attacks import create_attack, recover_labels
+from ..attacks.objective import update_mismatch
 from ..errors import GradleakError
 from ..metrics import label_count_accuracy
 from ..metrics.image import psnr
@@ -53,15 +54,6 @@ class AttackRecords:
 def batch_scale(batch_size: int) -> float:
     """How much longer an iteration takes at ``batch_size`` than at 1 (small models: sub-linear)."""
     return 1.0 + (batch_size - 1) / 4.0
-
-
-def update_mismatch(observation: Observation, inputs: torch.Tensor, labels: torch.Tensor) -> float:
-    """1 - cos(update the reconstruction would produce, observed update): attacker-computable.
-
-    In float64: near-exact reconstructions differ by ~1e-10, below float32's resolution.
-    """
-    matcher = GradientMatcher(observation, distance="cosine", dtype=torch.float64)
-    return matcher.loss_value(inputs.double(), labels.long())
 
 
 def blind_guess_psnr(trial: Trial, channel_means: torch.Tensor) -> float:

@@ -43,6 +43,7 @@ from ..models import complete_spec, create_model
 from ..models.base import ModelSpec
 from ..observation import GroundTruth, Observation
 from ..runner import evaluate
+from ..attacks.objective import update_mismatch
 from .adaptive import plan_attack
 from .base import Defense, parse_defense
 from .rero import CANDIDATES, ReRoCheck, identified
@@ -119,15 +120,6 @@ def mismatch_entries(defense: Defense) -> str:
     sparsifying defense gets a mask-aware criterion without a change here.
     """
     return str(defense.adaptive({}, attack_fields={"entries"}).get("entries", "all"))
-
-
-def update_mismatch(observation: Observation, inputs: torch.Tensor, labels: torch.Tensor, *, entries: str = "all") -> float:
-    """1 - cos(update of the reconstruction, observed update) in float64: the attacker's criterion."""
-    from ..attacks.objective import GradientMatcher
-
-    matcher = GradientMatcher(observation, distance="cosine", dtype=torch.float64, entries=entries)
-    value = matcher.loss_value(inputs.detach().double(), labels.long())
-    return value if math.isfinite(value) else math.inf
 
 
 @dataclass
@@ -271,7 +263,7 @@ class Evaluator:
         options = attack_options(cfg, name, defense, adaptive=adaptive)
         attack = create_attack(name, **options)
         entries = mismatch_entries(defense)
-        records, truths, recons, hits = [], [], [], 0
+        records, truths, recons = [], [], []
         for v, (observation, truth) in enumerate(views):
             recon = attack.run(observation, generator=torch.Generator().manual_seed(cfg.seed * 1000 + v), device=cfg.device)
             metrics = evaluate(recon, truth, observation=observation)
@@ -279,13 +271,12 @@ class Evaluator:
             metrics["attacker_accuracy"] = self.judge(aligned, truth.labels)
             metrics["mismatch"] = update_mismatch(observation, recon.inputs, recon.labels, entries=entries)
             metrics["identified"] = int(identified(aligned, truth.inputs, others[v]).sum())
-            hits += metrics["identified"]
             records.append(metrics)
             truths.append(truth.inputs)
             recons.append(aligned)
             self.progress("victim", 1)
         return {"summary": _summary(records, SCORES), "options": options, "truths": truths, "reconstructions": recons,
-                "identified": hits, "records": records}
+                "records": records}
 
     def owner(self, index: int) -> int:
         """The client whose shard holds sample ``index`` of the concatenated client data."""
