@@ -11,6 +11,13 @@ learning rate), with the loss
 matrix), Adam at lr 0.01. At the end one-hot groups are projected to one-hot and binary
 columns to {0, 1}; restarts are ranked by the gradient loss of the projected record.
 
+Mode *sequence* is ours, for recurrent victims (GRU/LSTM over the 48 hours): a GRU's update
+depends on the early hours through a backward signal that decays ~1e6x over 48 steps, so the
+update barely constrains them and Adam crawls. It starts at the prior's mean, runs L-BFGS in
+float64 on a smoothed temporal TV whose weight is divided by 10 in each of 4 stages: the strong
+prior first carries what the late hours reveal back over the early ones, the weak ones let the
+gradient refine what it does constrain.
+
 Weights come from the config, else from a ``gradleak tune`` file (``weights_file``), else (mode
 ``prior``, ``shipped=True``) from the weights gradleak ships for the observation's data set and
 model (``tabular_weights/*.json``: tuned by ``gradleak tune`` on the attacker's own split at
@@ -44,18 +51,31 @@ WEIGHT_FIELDS = ("tv_weight", "binary_weight", "nuclear_weight")
 # Defaults per mode. Naive: the study's baseline row (TV 0.1 only). Prior: the study's best
 # Bayesian-optimised row (TV 1.4e-4, no binary constraint, nuclear norm 1e-5), used where no tuned
 # weights are shipped (SHIPPED); on ihm-synthetic they over-regularize (benchmarks/results/tabular_table.md).
+# Sequence (recurrent victims on time series): the prior's mean as start, L-BFGS in float64 and a
+# smoothed temporal TV relaxed in 4 stages (benchmarks/results/gru_records/: similarity 0.48 with the
+# prior mode's Adam, far higher with this; the early hours barely move a GRU's update, the prior fills them).
+_ADAM = {"optimizer": "adam", "start": "sample", "stages": 1, "iterations": 5000, "lr": 0.01,
+         "precision": "float32", "tv_eps": 0.0}
 MODE_DEFAULTS: dict[str, dict[str, Any]] = {
-    "naive": {"tv_weight": 0.1, "binary_weight": 0.0, "nuclear_weight": 0.0, "anneal": "linear"},
-    "prior": {"tv_weight": 1.4e-4, "binary_weight": 0.0, "nuclear_weight": 1e-5, "anneal": "cosine"},
+    "naive": {"tv_weight": 0.1, "binary_weight": 0.0, "nuclear_weight": 0.0, "anneal": "linear", **_ADAM},
+    "prior": {"tv_weight": 1.4e-4, "binary_weight": 0.0, "nuclear_weight": 1e-5, "anneal": "cosine", **_ADAM},
+    "sequence": {"tv_weight": 0.2, "binary_weight": 0.0, "nuclear_weight": 0.0, "anneal": "none",
+                 "optimizer": "lbfgs", "start": "mean", "stages": 4, "iterations": 80, "lr": 1.0,
+                 "precision": "float64", "tv_eps": 1e-4},
 }
+MODE_FIELDS = ("anneal", "optimizer", "start", "stages", "iterations", "lr", "precision", "tv_eps")  # None = the mode's
+PRIOR_MODES = ("prior", "sequence")  # modes that start from the attacker's Gaussian prior
+STARTS = ("sample", "mean")
 SHIPPED = Path(__file__).resolve().parent / "tabular_weights"  # <dataset>_<model>.json, tuned at batch 1
 
 
 @dataclass
 class TabularConfig:
-    mode: str = "prior"  # "prior" (Gaussian start from own statistics, cosine lr) or "naive" (randn, linear lr)
-    iterations: int = 5000  # Adam steps per restart (the study's 5000)
-    lr: float = 0.01  # Adam step size (the study's 0.01)
+    # "prior" (Gaussian start from own statistics, Adam, cosine lr), "naive" (randn, linear lr; the
+    # study's baseline) or "sequence" (recurrent victims: prior mean, L-BFGS, staged temporal prior)
+    mode: str = "prior"
+    iterations: int | None = None  # steps per restart; None = the mode's (Adam 5000 as the study; sequence: 80 L-BFGS steps)
+    lr: float | None = None  # step size; None = the mode's (Adam 0.01 as the study; L-BFGS 1 with line search)
     anneal: str | None = None  # "cosine" | "linear" | "none"; None = the mode's (prior: cosine, naive: linear)
     distance: str = "cosine"  # gradient distance; "l2" (the study's, see the paper-* rows of tabular_table.md) stalls
     tv_weight: float | None = None  # temporal total variation; None = tune file, else shipped, else mode default
@@ -68,7 +88,7 @@ class TabularConfig:
     project: bool = True  # end with one-hot groups one-hot and binary columns in {0, 1}
     restarts: int = 1  # independent starts; the lowest (projected) gradient loss wins
     entries: str = "all"  # which update entries to match: all, top-layers:K, largest:F, nonzero
-    precision: str = "float32"  # compute dtype: "float32" or "float64"
+    precision: str | None = None  # compute dtype "float32" or "float64"; None = the mode's (sequence: float64)
     # torch CPU threads during the attack (0 = leave torch's setting). Record-sized steps are small
     # ops: on the shared 2-core machine one thread ran the ihm MLP at 6-8 ms/step, two at 94-98.
     threads: int = 1
@@ -76,11 +96,29 @@ class TabularConfig:
     # lr schedule within as many steps again, then stops. 0 runs all iterations.
     patience: int = 250
     tol: float = 1e-2  # progress: the best loss fell by more than this fraction within `patience` iterations
+    # "adam" (the study's) or "lbfgs" (DLG's: `iterations` outer steps of up to 20 evaluations);
+    # None = the mode's. On a recurrent victim the early hours move the update ~1e6x less than the
+    # last ones and Adam crawls; L-BFGS does not.
+    optimizer: str | None = None
+    # "sample": a draw from the prior (naive: randn); "mean": the prior's mean itself (deterministic,
+    # so only with one restart); None = the mode's (sequence: mean)
+    start: str | None = None
+    # continuation: the run is split into `stages` equal parts, the regularizer weights divided by
+    # `stage_decay` after each part (a strong prior first fills what the update barely constrains,
+    # then weaker ones let the gradient refine what it does constrain); None = the mode's
+    stages: int | None = None
+    stage_decay: float = 10.0
+    # temporal TV as sum sqrt(d^2 + tv_eps) (Charbonnier; 0 = plain |d|): L-BFGS needs a smooth
+    # objective (|d| cost the GRU 0.05 of similarity); None = the mode's (sequence: 1e-4)
+    tv_eps: float | None = None
 
     def __post_init__(self) -> None:
-        check_common(self)
         if self.mode not in MODE_DEFAULTS:
             raise GradleakError(f"unknown mode {self.mode!r}; choose one of: {', '.join(MODE_DEFAULTS)}")
+        for name in MODE_FIELDS:
+            if getattr(self, name) is None:
+                setattr(self, name, MODE_DEFAULTS[self.mode][name])
+        check_common(self)
         tuned = read_weights(Path(self.weights_file))["weights"] if self.weights_file else {}
         self._sources = {}  # where each weight came from (not a field: stays out of asdict)
         for name in WEIGHT_FIELDS:
@@ -96,9 +134,19 @@ class TabularConfig:
                 raise GradleakError(f"{name} must be a finite number >= 0, got {getattr(self, name)}")
         if int(self.threads) < 0:
             raise GradleakError(f"threads must be >= 0 (0 = torch's setting), got {self.threads}")
-        if self.anneal is None:
-            self.anneal = MODE_DEFAULTS[self.mode]["anneal"]
-        LoopSettings(optimizer="adam", iterations=self.iterations, lr=self.lr, anneal=self.anneal)  # validates
+        if self.start not in STARTS:
+            raise GradleakError(f"unknown start {self.start!r}; choose one of: {', '.join(STARTS)}")
+        if self.start == "mean" and self.mode not in PRIOR_MODES:
+            raise GradleakError(f"start 'mean' needs a prior mode ({', '.join(PRIOR_MODES)}); naive has no prior mean")
+        if self.start == "mean" and int(self.restarts) > 1:
+            raise GradleakError("start 'mean' is deterministic, so restarts > 1 would repeat it; use start=sample")
+        if not 1 <= int(self.stages) <= int(self.iterations):
+            raise GradleakError(f"stages must be between 1 and iterations ({self.iterations}), got {self.stages}")
+        if not (float(self.stage_decay) >= 1.0 and float(self.stage_decay) < float("inf")):
+            raise GradleakError(f"stage_decay must be a finite number >= 1, got {self.stage_decay}")
+        if not (float(self.tv_eps) >= 0.0 and float(self.tv_eps) < float("inf")):
+            raise GradleakError(f"tv_eps must be a finite number >= 0, got {self.tv_eps}")
+        LoopSettings(optimizer=self.optimizer, iterations=self.iterations, lr=self.lr, anneal=self.anneal)  # validates
 
     @property
     def uses_shipped(self) -> bool:
@@ -182,11 +230,14 @@ REGULARIZERS: Registry[Regularizer] = Registry("regularizer")
 
 
 @REGULARIZERS.register("tv_weight", description="temporal total variation: mean |x[t+1] - x[t]|")
-def temporal_tv(x: torch.Tensor, layout: RecordLayout) -> torch.Tensor:
-    """Vitals change slowly and imputation repeats values: neighbouring hours should agree."""
+def temporal_tv(x: torch.Tensor, layout: RecordLayout, *, eps: float = 0.0) -> torch.Tensor:
+    """Vitals change slowly and imputation repeats values: neighbouring hours should agree.
+
+    ``eps > 0``: the smooth ``sqrt(d^2 + eps)`` instead of ``|d|`` (for L-BFGS)."""
     if x.ndim < 3:  # flat rows have no time axis
         return x.new_zeros(())
-    return (x[:, 1:] - x[:, :-1]).abs().mean()
+    d = x[:, 1:] - x[:, :-1]
+    return (d.square() + eps).sqrt().mean() if eps > 0 else d.abs().mean()
 
 
 @REGULARIZERS.register("binary_weight", description="binary constraint: mean |x (1 - x)| on 0/1 columns")
@@ -237,7 +288,9 @@ class TabularAttack(OptimisationAttack):
 
     def loop_settings(self, observation: Observation) -> LoopSettings:
         cfg = self.config
-        return LoopSettings(optimizer="adam", iterations=cfg.iterations, lr=cfg.lr, anneal=cfg.anneal,
+        per_stage = max(1, cfg.iterations // cfg.stages)
+        anneal = cfg.anneal if cfg.optimizer == "adam" else "none"  # L-BFGS sets its own step by line search
+        return LoopSettings(optimizer=cfg.optimizer, iterations=per_stage, lr=cfg.lr, anneal=anneal,
                             stop=stop_rule(cfg))
 
     def prior(self, observation: Observation, *, columns: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -258,9 +311,9 @@ class TabularAttack(OptimisationAttack):
     def start(self, observation: Observation, *, generator: torch.Generator, matcher: GradientMatcher) -> torch.Tensor:
         shape = (observation.num_samples, *observation.input_shape)
         noise = torch.randn(shape, generator=generator, dtype=torch.float64)
-        if self.config.mode == "prior":
+        if self.config.mode in PRIOR_MODES:
             mean, std = self.prior(observation, columns=shape[-1])
-            noise = mean + std * noise
+            noise = mean + std * noise if self.config.start == "sample" else mean.expand(shape).clone()
         return noise.to(matcher.device, matcher.dtype).requires_grad_(True)
 
     def search(
@@ -272,14 +325,19 @@ class TabularAttack(OptimisationAttack):
         layout = RecordLayout.from_schema(observation_schema(observation), columns=observation.input_shape[-1],
                                           device=matcher.device)
         x = self.start(observation, generator=generator, matcher=matcher)
-        trace = optimise(objective=lambda: self.regularised(matcher, x, y, layout), variables=[x],
-                         settings=self.loop_settings(observation), progress=progress)
+        settings, trace = self.loop_settings(observation), []
+        for stage in range(self.config.stages):
+            scale = float(self.config.stage_decay) ** -stage
+            trace += optimise(objective=lambda: self.regularised(matcher, x, y, layout, scale=scale),
+                              variables=[x], settings=settings, progress=progress)
         final = project(x.detach(), layout) if self.config.project else x.detach()
         return Candidate(final, y, self.score(matcher, final, y), trace)
 
-    def regularised(self, matcher: GradientMatcher, x: torch.Tensor, y: torch.Tensor, layout: RecordLayout) -> torch.Tensor:
+    def regularised(self, matcher: GradientMatcher, x: torch.Tensor, y: torch.Tensor, layout: RecordLayout,
+                    *, scale: float = 1.0) -> torch.Tensor:
         loss = matcher(x, y)
         for name, weight in self.weights.items():
             if weight:
-                loss = loss + weight * REGULARIZERS.get(name)(x, layout)
+                extra = {"eps": float(self.config.tv_eps)} if name == "tv_weight" else {}
+                loss = loss + scale * weight * REGULARIZERS.get(name)(x, layout, **extra)
         return loss
