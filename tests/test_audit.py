@@ -215,6 +215,19 @@ def test_spear_joins_the_battery_only_where_a_first_linear_relu_exists():
     assert max(get_budget("standard").batch_sizes) == 32 and max(get_budget("thorough").batch_sizes) == 64
 
 
+def test_record_attack_runs_in_sequence_mode_on_recurrent_victims():
+    from gradleak.fl.protocol import Protocol
+    from gradleak.models import ModelSpec, complete_spec
+
+    def options(model: str) -> dict:
+        spec = complete_spec(ModelSpec(name=model, input_shape=(48, 76), num_classes=2))
+        setup = Setup(spec=spec, protocol=Protocol(), data_kind="timeseries", prior=None, budget=get_budget("standard"))
+        return {e.name: e for e in battery(setup)}["tabular"].options
+
+    assert options("gru") == {"mode": "sequence", "iterations": 80} and options("lstm")["mode"] == "sequence"
+    assert "mode" not in options("mlp")  # the study's prior mode
+
+
 def test_audit_says_where_exact_recovery_stops(tmp_path):
     out = tmp_path / "a"
     assert main(["audit", "--dataset", "digits", "--model", "mlp", "--budget", "quick", "--batch-sizes", "1", "8",

@@ -12,6 +12,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from torch import nn
+
 from ..attacks import ATTACKS
 from ..data.schema import RECORD_KINDS
 from ..errors import GradleakError
@@ -162,7 +164,19 @@ PLANS.register("spear")(Plan(kind="closed-form", weight=50.0, excluded=_spear_ex
 PLANS.register("imprint")(Plan(kind="closed-form", weight=1.0, excluded=lambda _s: (
     "needs a crafted model (malicious server): measured in the audit's malicious-server section, not on the "
     "honest model")))
-PLANS.register("tabular")(Plan(kind="optimisation", weight=1.0, excluded=_records_only, options=_iterative("tabular")))
+def _tabular_options(setup: Setup) -> dict[str, Any]:
+    """Recurrent victims get the ``sequence`` mode (L-BFGS: its steps cost 20 evaluations, so the
+    budget's Adam steps / 20, one deterministic start); the rest the study's ``prior`` mode."""
+    options = _iterative("tabular")(setup)
+    from ..models import create_model
+
+    if not any(isinstance(m, nn.RNNBase) for m in create_model(setup.spec).modules()):
+        return options
+    steps = max(4, int(options.get("iterations", 1600)) // 20)
+    return {"mode": "sequence", "iterations": steps}
+
+
+PLANS.register("tabular")(Plan(kind="optimisation", weight=1.0, excluded=_records_only, options=_tabular_options))
 
 
 @dataclass(frozen=True)
