@@ -2,7 +2,7 @@
 
 Victim: ``gru`` (hidden 32, one layer) over ihm-synthetic's 48 x 76 hourly records, first round,
 FedSGD, untrained. Rows, at the same budget of update evaluations (one L-BFGS step evaluates the
-update up to 20 times, so 80 L-BFGS steps <= 1600 Adam steps):
+update up to 25 times with its line search, so 80 L-BFGS steps <= 2000 Adam steps):
 
 - ``prior``: the ``tabular`` attack's default mode (Gaussian start, Adam, study's best weights);
 - ``sequence``: mode ``sequence`` (the prior's mean as start, L-BFGS in float64, smoothed temporal
@@ -13,6 +13,7 @@ reconstruction is right, and the size of the backward signal per hour (``|dL/d g
 true record: context only, no attack uses it) shows why the early hours are not.
 
     nice -n 10 python benchmarks/gru_records.py            # seeds 0 1 2, batch 1 4 16
+    python benchmarks/gru_records.py --batches 16 --seeds 0 1   # the committed batch-16 rows (CPU budget)
     python benchmarks/gru_records.py --quick               # seed 0, batch 1, short budget
 
 Results: ``benchmarks/results/gru_records/{runs.jsonl,table.md,per_hour.png}``; the JSON-lines
@@ -37,7 +38,7 @@ from _runs import append_row, load_rows  # benchmarks/_runs.py (the script's own
 
 OUT = Path(__file__).resolve().parent / "results" / "gru_records"
 KEYS = ("similarity", "feature_accuracy", "continuous_accuracy", "categorical_accuracy", "mask_accuracy", "fmse")
-BUDGET = {"prior": {"iterations": 1600}, "sequence": {"iterations": 80}}
+BUDGET = {"prior": {"iterations": 2000}, "sequence": {"iterations": 80}}
 QUICK = {"prior": {"iterations": 200}, "sequence": {"iterations": 8}}
 
 

@@ -295,7 +295,7 @@ def test_sequence_mode_beats_the_prior_mode_on_a_gru_at_the_same_budget():
     obs, truth = simulate(Scenario(dataset="ihm-synthetic", model="gru", batch_size=1, seed=0,
                                    model_options={"hidden": 8}))
     sims = {}
-    for mode, iterations in (("sequence", 4), ("prior", 80)):  # 4 L-BFGS steps evaluate the update <= 80 times
+    for mode, iterations in (("sequence", 4), ("prior", 100)):  # 4 L-BFGS steps evaluate the update <= 100 times
         rec = create_attack("tabular", mode=mode, iterations=iterations).run(obs, generator=torch.Generator().manual_seed(0))
         sims[mode] = evaluate_records(reconstruction=rec.inputs, truth=truth.inputs, schema=SCHEMA)["similarity"]
     assert sims["sequence"] > sims["prior"] + 0.05, sims  # measured 0.445 vs 0.362

@@ -84,6 +84,9 @@ class LoopSettings:
     step_decay: bool = False  # lr x 0.1 at 3/8, 5/8 and 7/8 of the iterations (IG)
     box: tuple[float, float] | None = None  # clamp data variables into this range after each step
     lbfgs_inner: int = 20  # L-BFGS: evaluations per step (torch's max_iter; DLG uses 20)
+    # L-BFGS: None takes torch's fixed step `lr` (DLG's); "strong_wolfe" searches the step, which
+    # keeps badly scaled problems from diverging (an LSTM's record inversion blew up to 1e150 without)
+    line_search: str | None = None
     anneal: str = "none"  # Adam: lr annealed to 0 over the run, "cosine" or "linear" (tabular attack)
     stop: StopRule = StopRule()  # early stop on a plateau of the objective (default: never)
 
@@ -96,6 +99,8 @@ class LoopSettings:
             raise GradleakError(f"iterations must be >= 1, got {self.iterations}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise GradleakError(f"lr must be a positive finite number, got {self.lr}")
+        if self.line_search not in (None, "strong_wolfe"):
+            raise GradleakError(f"unknown line search {self.line_search!r}; choose strong_wolfe or none")
         LOOPS.get(self.optimizer)
 
 
@@ -162,7 +167,7 @@ def _lbfgs_loop(
     # torch's absolute tolerances (grad 1e-7, change 1e-9) end the search early when the update is
     # small (a default-initialised sigmoid CNN: loss 5e-7 at PSNR 27 dB); the StopRule judges instead.
     opt = torch.optim.LBFGS(variables, lr=settings.lr, max_iter=settings.lbfgs_inner, history_size=100,
-                            tolerance_grad=0.0, tolerance_change=0.0)
+                            tolerance_grad=0.0, tolerance_change=0.0, line_search_fn=settings.line_search)
 
     def closure() -> torch.Tensor:
         loss = objective()

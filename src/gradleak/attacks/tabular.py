@@ -291,7 +291,7 @@ class TabularAttack(OptimisationAttack):
         per_stage = max(1, cfg.iterations // cfg.stages)
         anneal = cfg.anneal if cfg.optimizer == "adam" else "none"  # L-BFGS sets its own step by line search
         return LoopSettings(optimizer=cfg.optimizer, iterations=per_stage, lr=cfg.lr, anneal=anneal,
-                            stop=stop_rule(cfg))
+                            stop=stop_rule(cfg), line_search="strong_wolfe" if cfg.optimizer == "lbfgs" else None)
 
     def prior(self, observation: Observation, *, columns: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-column mean and std: from the tune file if it has them, else the observation's."""

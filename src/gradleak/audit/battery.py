@@ -165,14 +165,14 @@ PLANS.register("imprint")(Plan(kind="closed-form", weight=1.0, excluded=lambda _
     "needs a crafted model (malicious server): measured in the audit's malicious-server section, not on the "
     "honest model")))
 def _tabular_options(setup: Setup) -> dict[str, Any]:
-    """Recurrent victims get the ``sequence`` mode (L-BFGS: its steps cost 20 evaluations, so the
-    budget's Adam steps / 20, one deterministic start); the rest the study's ``prior`` mode."""
+    """Recurrent victims get the ``sequence`` mode (L-BFGS: its steps cost up to 25 evaluations,
+    so the budget's Adam steps / 25, one deterministic start); the rest the study's ``prior`` mode."""
     options = _iterative("tabular")(setup)
     from ..models import create_model
 
     if not any(isinstance(m, nn.RNNBase) for m in create_model(setup.spec).modules()):
         return options
-    steps = max(4, int(options.get("iterations", 1600)) // 20)
+    steps = max(4, int(options.get("iterations", 2000)) // 25)
     return {"mode": "sequence", "iterations": steps}
 
 
