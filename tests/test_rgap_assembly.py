@@ -53,21 +53,22 @@ def test_normal_matrix_equals_dense_jacobians(path):
         assert torch.allclose(weight_channel_blocks(maps.geo, maps.w, torch.float64), blocks, rtol=1e-12, atol=1e-14)
 
 
+@pytest.mark.parametrize("lapack", [None, False])  # SciPy's LAPACK on CPU; torch's, as other devices get
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_lapack_cholesky_matches_torch_and_rejects_indefinite(dtype):
+def test_cholesky_matches_torch_and_rejects_indefinite(dtype, lapack):
     a = torch.randn(40, 50, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     spd = (a @ a.T).to(dtype)
-    factor = cholesky(spd)
-    assert factor is not None and factor.dtype == dtype
+    factor = cholesky(spd, lapack=lapack)
+    assert factor is not None and factor.dtype == dtype and factor.scipy == (lapack is None)
     tol = 1e-10 if dtype == torch.float64 else 1e-3
     assert torch.allclose(factor.factor.tril(), torch.linalg.cholesky(spd), rtol=tol, atol=tol)
     b = torch.randn(40, dtype=torch.float64)
     x = factor.solve(b).double()
     assert float((spd.double() @ x - b).norm() / b.norm()) < (1e-10 if dtype == torch.float64 else 1e-2)
     untouched = spd.clone()
-    cholesky(spd)
+    cholesky(spd, lapack=lapack)
     assert torch.equal(spd, untouched)  # without overwrite the input is kept
-    assert cholesky(-spd) is None
+    assert cholesky(-spd, lapack=lapack) is None
 
 
 def test_preconditioner_inverts_its_blocks():

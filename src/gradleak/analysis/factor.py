@@ -62,10 +62,15 @@ class Cholesky:
         return torch.from_numpy(x).reshape(-1)
 
 
-def cholesky(a: torch.Tensor, *, overwrite: bool = False) -> Cholesky | None:
+def cholesky(a: torch.Tensor, *, overwrite: bool = False, lapack: bool | None = None) -> Cholesky | None:
     """The Cholesky factor of symmetric ``a``, or None when ``a`` is not (numerically) positive
-    definite. ``overwrite``: ``a`` may be destroyed (saves a copy of an ``n x n`` matrix)."""
-    if a.device.type == "cpu" and a.dtype in (torch.float32, torch.float64) and not a.requires_grad:
+    definite. ``overwrite``: ``a`` may be destroyed (saves a copy of an ``n x n`` matrix).
+    ``lapack``: SciPy's LAPACK (None: wherever it applies, CPU float32/float64); False: torch's
+    (what other devices get)."""
+    usable = a.device.type == "cpu" and a.dtype in (torch.float32, torch.float64) and not a.requires_grad
+    if lapack is None:
+        lapack = usable
+    if lapack:
         potrf = _lapack(a.dtype)[0]
         work = a.contiguous() if overwrite else a.clone(memory_format=torch.contiguous_format)
         with _blas_threads(torch.get_num_threads()):
