@@ -7,10 +7,12 @@ gradients on the matrix-free operator of :mod:`.operators`, preconditioned by th
 channel-diagonal blocks ``(W^T W)_cc + s G`` (one small Cholesky factor per input channel,
 because ``K^T K = I_C (x) G`` is exactly channel diagonal). Well-conditioned layers converge in
 tens of iterations; when CG stalls (an ill-conditioned or rank-deficient layer) the dense
-``n x n`` normal matrix is assembled from its small factors and factored: Cholesky with a
-certificate of full rank, else the Moore-Penrose (minimum-norm) solution of Algorithm 1 (exact
-by eigen-decomposition for small layers; for large ones the Tikhonov solution with shift
-``1e-10 |N|``, which equals it up to ~shift / sigma^2 at the cost of one more Cholesky).
+``n x n`` normal matrix is assembled from its small factors (:mod:`.assembly`) and factored
+(:mod:`.factor`): in float32 refined against the float64 residual where conditioning allows,
+else a float64 Cholesky with a certificate of full rank, else the Moore-Penrose (minimum-norm)
+solution of Algorithm 1 (exact by eigen-decomposition for small layers; for large ones the
+Tikhonov solution with shift ``1e-10 |N|``, which equals it up to ~shift / sigma^2 at the cost
+of one more Cholesky).
 """
 
 from __future__ import annotations
