@@ -93,23 +93,25 @@ def _cg(matvec, b: torch.Tensor, precond, *, tol: float, max_iter: int, budget: 
         return x, 0, 0.0
     z = precond(r)
     p = z.clone()
-    rz = torch.dot(r, z)
+    rz = float(torch.dot(r, z))
     rel = 1.0
-    for it in range(1, max_iter + 1):
+    for it in range(1, max_iter + 1):  # in place, scalars as Python floats: no allocations besides the operators'
         ap = matvec(p)
-        alpha = rz / torch.dot(p, ap)
-        x = x + alpha * p
-        r = r - alpha * ap
+        alpha = rz / float(torch.dot(p, ap))
+        if not math.isfinite(alpha):
+            return x, it, rel
+        x.add_(p, alpha=alpha)
+        r.sub_(ap, alpha=alpha)
         rel = float(r.norm()) / bnorm
-        if rel <= tol or not math.isfinite(float(alpha)):
+        if rel <= tol:
             return x, it, rel
         if it % 10 == 0 and it >= 20:  # predicted iterations from the average rate so far
             rate = rel ** (1.0 / it)
             if rate >= 1.0 or math.log(tol) / math.log(rate) > budget:
                 return x, it, rel
         z = precond(r)
-        rz_new = torch.dot(r, z)
-        p = z + (rz_new / rz) * p
+        rz_new = float(torch.dot(r, z))
+        p.mul_(rz_new / rz).add_(z)
         rz = rz_new
     return x, max_iter, rel
 
