@@ -23,8 +23,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .chain import ChainLayer
 from .assembly import weight_channel_blocks
+from .chain import ChainLayer
 from .factor import cholesky
 from .operators import LayerMaps
 
@@ -168,7 +168,7 @@ class LayerSystem:
         diag = blocks.diagonal(dim1=1, dim2=2)
         diag += 1e-12 * diag.mean().clamp(min=1e-300)  # keep empty pixels (never read) invertible
         # A preconditioner only has to be close to the matrix: float32 halves the factorisation and
-        # the per-iteration products; CG itself keeps the solve's precision.
+        # the per-iteration triangular solves; CG itself keeps the solve's precision.
         low = torch.float32 if blocks.dtype == torch.float64 else blocks.dtype
         chol, info = torch.linalg.cholesky_ex(blocks.to(low))
         if bool((info != 0).any()) and low != blocks.dtype:  # too ill-conditioned for float32
