@@ -22,6 +22,7 @@ which is equivalent to the paper's padding constraints.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import torch
 import torch.nn.functional as F
@@ -85,10 +86,16 @@ class Geometry:
         return out.reshape(u.shape[0], -1)
 
     def patch_index(self, device: torch.device | None = None) -> torch.Tensor:
-        """Flat input index read by each patch entry (``C*kh*kw x P``); ``n`` marks padding."""
-        ids = torch.arange(1, self.n + 1, dtype=torch.float64, device=device).reshape(1, -1)
-        idx = self.unfold(ids)[0].round().long() - 1  # exact: float64 holds these integers
-        return torch.where(idx < 0, torch.full_like(idx, self.n), idx)
+        """Flat input index read by each patch entry (``C*kh*kw x P``); ``n`` marks padding.
+        Cached per geometry and device: do not modify the result."""
+        return _patch_index(self, torch.device("cpu") if device is None else torch.device(device))
+
+
+@lru_cache(maxsize=64)
+def _patch_index(geo: Geometry, device: torch.device) -> torch.Tensor:
+    ids = torch.arange(1, geo.n + 1, dtype=torch.float64, device=device).reshape(1, -1)
+    idx = geo.unfold(ids)[0].round().long() - 1  # exact: float64 holds these integers
+    return torch.where(idx < 0, torch.full_like(idx, geo.n), idx)
 
 
 def weight_matrix(layer: ChainLayer, dtype: torch.dtype) -> torch.Tensor:
@@ -130,39 +137,24 @@ class LayerMaps:
         return self.geo.fold(gm.transpose(1, 2) @ self.k)
 
     # ------------------------------------------------------------ normal matrices
-    def weight_normal(self) -> torch.Tensor:
-        """``W^T W`` (n x n), assembled from ``Q = w^T w`` patch by patch."""
-        geo, q = self.geo, self.w.T @ self.w
-        n = geo.n
-        if geo.positions == 1 and not geo.padded:  # fully connected: the patch is the input
-            return q
-        idx = geo.patch_index(q.device).T  # P x Ckk
-        flat = (idx.unsqueeze(2) * (n + 1) + idx.unsqueeze(1)).reshape(-1)
-        out = torch.zeros((n + 1) * (n + 1), dtype=q.dtype, device=q.device)
-        out.index_add_(0, flat, q.unsqueeze(0).expand(idx.shape[0], -1, -1).reshape(-1))
-        return out.reshape(n + 1, n + 1)[:n, :n]
+    def weight_normal(self, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """``W^T W`` (n x n), assembled from ``Q = w^T w`` (:mod:`.assembly`)."""
+        from .assembly import normal_matrix
 
-    def gradient_pixel_normal(self) -> torch.Tensor:
+        return normal_matrix(self.geo, self.w, dtype=dtype or self.w.dtype)
+
+    def gradient_pixel_normal(self, dtype: torch.dtype | None = None) -> torch.Tensor:
         """``G`` (pixels x pixels): the block of ``K^T K`` shared by every input channel."""
-        geo = self.geo
-        m = self.k.T @ self.k  # P x P
-        pixels = geo.in_shape[1] * geo.in_shape[2]
-        idx = geo.patch_index(m.device)[: geo.kernel[0] * geo.kernel[1]]  # channel 0: kk x P
-        idx = torch.where(idx >= pixels, torch.full_like(idx, pixels), idx)
-        flat = (idx.unsqueeze(2) * (pixels + 1) + idx.unsqueeze(1)).reshape(-1)
-        out = torch.zeros((pixels + 1) * (pixels + 1), dtype=m.dtype, device=m.device)
-        out.index_add_(0, flat, m.unsqueeze(0).expand(idx.shape[0], -1, -1).reshape(-1))
-        return out.reshape(pixels + 1, pixels + 1)[:pixels, :pixels]
+        from .assembly import gradient_pixel_normal
 
-    def normal_matrix(self, scale: float) -> torch.Tensor:
-        """``W^T W + scale * K^T K`` (n x n): the stacked system's normal matrix."""
-        out = self.weight_normal().clone()
-        g = self.gradient_pixel_normal()
-        c = self.geo.in_shape[0]
-        pixels = g.shape[0]
-        blocks = out.view(c, pixels, c, pixels).diagonal(dim1=0, dim2=2)  # pixels x pixels x C view
-        blocks += scale * g.unsqueeze(-1)
-        return out
+        return gradient_pixel_normal(self.geo, self.k, dtype or self.k.dtype)
+
+    def normal_matrix(self, scale: float, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """``W^T W + scale * K^T K`` (n x n): the stacked system's normal matrix, in ``dtype``."""
+        from .assembly import normal_matrix
+
+        dtype = dtype or self.w.dtype
+        return normal_matrix(self.geo, self.w, g=self.gradient_pixel_normal(dtype), scale=scale, dtype=dtype)
 
     def traces(self) -> tuple[float, float]:
         """``tr(W^T W)`` and ``tr(K^T K)`` without forming either (for balancing the rows)."""

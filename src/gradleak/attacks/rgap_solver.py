@@ -19,6 +19,7 @@ tests can use any small network.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 
 import torch
@@ -45,6 +46,7 @@ class Reading:
     k: torch.Tensor  # backward signal of the current layer's output
     residuals: list[float] = field(default_factory=list)  # per layer, output to input
     methods: list[str] = field(default_factory=list)  # "cg" / "cholesky" / "pinv" per layer
+    seconds: list[float] = field(default_factory=list)  # CPU seconds (this process) per layer, output to input
     fit: float = math.inf  # relative distance of its gradient to the observed one
     outside: float = 0.0  # mean squared distance outside the data box (relative to its width)
     extent: float = 0.0  # value range inside the box (relative to its width)
@@ -74,6 +76,7 @@ def _grad_of(param: torch.Tensor | None, gradients: dict[str, torch.Tensor], nam
 
 def _step(below: ChainLayer, above: ChainLayer, reading: Reading, grad: torch.Tensor, settings: SolveSettings) -> None:
     """Move ``reading`` one layer down: from the input of ``above`` to the input of ``below``."""
+    start = time.process_time()
     act = below.activation
     z = act.inverse(reading.x)  # pre-activation of ``below``, bias included
     k = LayerMaps(above, reading.k).weight_adjoint(reading.k.reshape(1, -1)).reshape(-1) * act.derivative(z)
@@ -84,6 +87,7 @@ def _step(below: ChainLayer, above: ChainLayer, reading: Reading, grad: torch.Te
     reading.x, reading.k = solution.x, k
     reading.residuals.append(solution.residual)
     reading.methods.append(solution.method)
+    reading.seconds.append(time.process_time() - start)
 
 
 def _prune(readings: list[Reading], factor: float) -> tuple[list[Reading], list[Reading]]:
@@ -192,7 +196,7 @@ def _invert(model, *, gradients, input_shape, labels, box, settings, prune, rela
         for r in group[1:]:
             c = r.branch.scale / lead.branch.scale
             r.x, r.k = c * lead.x, lead.k / c
-            r.residuals, r.methods = list(lead.residuals), list(lead.methods)
+            r.residuals, r.methods, r.seconds = list(lead.residuals), list(lead.methods), [0.0] * len(lead.seconds)
             (alive if any(lead is a for a in alive) else dropped).append(r)
     target = _observed(chain, grads, names)
     lo, hi = box
