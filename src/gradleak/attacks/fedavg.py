@@ -10,7 +10,12 @@ This attack optimises one reconstruction per epoch, ``X_e`` (B samples each), an
 client's local training differentiably on them: epoch ``e``'s mini-batches are consecutive
 slices of ``X_e`` (the attacker fixes an order; each epoch's own variables absorb the client's
 unknown order). Labels come from the shared labels or the label-count estimator
-(:mod:`.labels`), spread over the steps round-robin and kept fixed. The loss is IG's cosine
+(:mod:`.labels`), first spread over the steps round-robin. Which label goes into which step
+matters (SGD steps do not commute), and a shuffling client mixes them differently every epoch,
+so every ``swap_every`` iterations the search tries moving a (sample, label) pair of an epoch to
+another step (a swap with a slot of another label) and keeps the swaps that lower the update
+mismatch most; a client that does not shuffle has one order, so its swaps apply to all epochs at
+once. The loss is IG's cosine
 distance between the simulated and the observed weight change, IG's total variation, and the
 **epoch-order-invariant prior**: the epochs hold the same samples, so after matching every
 ``X_e`` to the others (Hungarian on the inputs, within each label) each is pulled towards the
@@ -22,7 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -47,6 +52,11 @@ class FedAvgConfig:
     # Weight of the epoch-order-invariant prior: mean squared distance (per input entry) of each epoch's
     # reconstruction to the consensus of all epochs. 0 optimises the epochs independently.
     epoch_weight: float = 0.01
+    # Every this many iterations, try moving samples (with their labels) between the steps of an epoch and keep
+    # the moves that lower the update mismatch (the client's per-epoch order is unknown). 0: never.
+    swap_every: int = 50
+    # Every epoch starts from the same random draw (the epochs hold the same samples); False: independent draws
+    shared_start: bool = True
     distance: str = "cosine"  # update distance: "cosine" (IG) or "l2"
     signed: bool = True  # Adam on signed gradients (IG)
     boxed: bool = True  # clamp into the known data range after each step
@@ -61,6 +71,8 @@ class FedAvgConfig:
             raise GradleakError(f"epoch_weight must be a finite number >= 0, got {self.epoch_weight}")
         if not (self.tv_weight >= 0 and np.isfinite(self.tv_weight)):
             raise GradleakError(f"tv_weight must be a finite number >= 0, got {self.tv_weight}")
+        if isinstance(self.swap_every, bool) or not isinstance(self.swap_every, int) or self.swap_every < 0:
+            raise GradleakError(f"swap_every must be an integer >= 0, got {self.swap_every!r}")
 
 
 def epoch_slices(observation: Observation) -> list[torch.Tensor]:
@@ -84,22 +96,24 @@ def step_labels(labels: torch.Tensor, slices: list[torch.Tensor]) -> torch.Tenso
     return out
 
 
-def match_epochs(epochs: list[torch.Tensor], labels: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """(consensus, orders): ``epochs[e][orders[e]]`` is epoch e aligned with the consensus.
+def match_epochs(epochs: list[torch.Tensor], labels: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """(consensus, orders): ``epochs[e][orders[e]]`` is epoch e aligned with the consensus, whose
+    slot ``j`` has label ``labels[0][j]``.
 
     Hungarian matching (each sample used once) on squared input distance, only between slots of
-    the same label: first every epoch to the first, then every epoch to the mean of that
-    alignment. Computed without gradient; index with ``orders`` to keep one.
+    the same label (``labels[e]``: epoch e's slot labels, one multiset): first every epoch to the
+    first, then every epoch to the mean of that alignment. Computed without gradient; index with
+    ``orders`` to keep one.
     """
     from scipy.optimize import linear_sum_assignment  # lazy: scipy.optimize costs ~0.4 s to import
 
     flat = [x.detach().reshape(x.shape[0], -1).double() for x in epochs]
-    forbidden = (labels[:, None] != labels[None, :]).double() * 1e12
+    forbidden = [(labels[0][:, None] != y[None, :]).double() * 1e12 for y in labels]
 
     def align(reference: torch.Tensor) -> list[torch.Tensor]:
         orders = []
-        for x in flat:
-            cost = torch.cdist(reference, x).pow(2) + forbidden  # cost[j, i]: reference slot j, epoch slot i
+        for x, bar in zip(flat, forbidden):
+            cost = torch.cdist(reference, x).pow(2) + bar  # cost[j, i]: reference slot j, epoch slot i
             rows, cols = linear_sum_assignment(cost.cpu().numpy())
             order = torch.empty(len(rows), dtype=torch.long)
             order[torch.as_tensor(rows)] = torch.as_tensor(cols)
@@ -138,34 +152,78 @@ class FedAvgAttack(OptimisationAttack):
         cfg = self.config
         assert labels is not None
         slices = epoch_slices(observation)
-        known_order = labels.method == "shared" and not observation.protocol.shuffle
+        shuffled = observation.protocol.shuffle
         y = labels.labels.to(matcher.device)
-        y = y if known_order else step_labels(y, slices)
-        epochs = [random_inputs(observation, generator=generator, matcher=matcher)
-                  for _ in range(observation.protocol.local_epochs)]
+        y = y if labels.method == "shared" and not shuffled else step_labels(y, slices)
+        start = random_inputs(observation, generator=generator, matcher=matcher).detach()
+        epochs = [(start if cfg.shared_start else random_inputs(observation, generator=generator, matcher=matcher))
+                  .detach().clone().requires_grad_(True) for _ in range(observation.protocol.local_epochs)]
+        ys = [y.clone() for _ in epochs]  # per-epoch slot labels (swaps move them with their samples)
+        calls = [0]
 
         def mismatch(xs: list[torch.Tensor], *, create_graph: bool) -> torch.Tensor:
-            steps = [(x[idx], y[idx]) for x in xs for idx in slices]
+            steps = [(x[idx], ye[idx]) for x, ye in zip(xs, ys) for idx in slices]
             update = local_sgd(matcher.model, None, None, steps, lr=observation.protocol.lr, create_graph=create_graph)
             return matcher.measure(list(update.values()))
 
         def objective() -> torch.Tensor:
+            calls[0] += 1
+            if cfg.swap_every and len(slices) > 1 and calls[0] % cfg.swap_every == 0:
+                improve_order(epochs, ys, slices, lambda xs: float(mismatch(xs, create_graph=False).detach()), tied=not shuffled)
             loss = mismatch(epochs, create_graph=True)
             if cfg.tv_weight:
                 loss = loss + cfg.tv_weight * sum(total_variation(x) for x in epochs) / len(epochs)
             if cfg.epoch_weight and len(epochs) > 1:
-                consensus, orders = match_epochs(epochs, y)
+                consensus, orders = match_epochs(epochs, ys)
                 spread = sum(((x[o] - consensus) ** 2).mean() for x, o in zip(epochs, orders)) / len(epochs)
                 loss = loss + cfg.epoch_weight * spread
             return loss
 
         trace = optimise(objective=objective, variables=epochs, boxed=epochs,
                          settings=self.loop_settings(observation), progress=progress)
-        consensus, orders = match_epochs(epochs, y)
+        consensus, orders = match_epochs(epochs, ys)
         placed = []  # the consensus in each epoch's found order: slot orders[e][j] holds sample j
         for o in orders:
             x = torch.empty_like(consensus)
             x[o] = consensus
             placed.append(x)
         score = float(mismatch(placed, create_graph=False).detach())
-        return Candidate(consensus, y, score if np.isfinite(score) else float("inf"), trace)
+        return Candidate(consensus, ys[0], score if np.isfinite(score) else float("inf"), trace)
+
+
+def improve_order(epochs: list[torch.Tensor], ys: list[torch.Tensor], slices: list[torch.Tensor],
+                  mismatch: Callable[[list[torch.Tensor]], float], *, tied: bool, rounds: int = 4) -> int:
+    """Swaps of (sample, label) pairs between two steps of an epoch, best first: each round tries
+    every swap and keeps the one that lowers ``mismatch`` most (trying them in turn and keeping
+    the first would fix one epoch's order by breaking another's). ``tied``: the same swap in every
+    epoch (a client that does not shuffle). In place; returns the number of swaps kept."""
+    step_of = torch.empty(len(ys[0]), dtype=torch.long)
+    for s, idx in enumerate(slices):
+        step_of[idx] = s
+    groups = [list(range(len(epochs)))] if tied else [[e] for e in range(len(epochs))]
+    best = mismatch([x.detach() for x in epochs])
+    for kept in range(rounds):
+        choice, choice_value = None, best
+        for group in groups:
+            labels = ys[group[0]]
+            for i in range(len(labels)):
+                for j in range(i + 1, len(labels)):
+                    if step_of[i] == step_of[j] or labels[i] == labels[j]:
+                        continue
+                    _swap(epochs, ys, group, i, j)
+                    value = mismatch([x.detach() for x in epochs])
+                    _swap(epochs, ys, group, i, j)  # undo; the best is applied below
+                    if value < choice_value:
+                        choice, choice_value = (group, i, j), value
+        if choice is None:
+            return kept
+        _swap(epochs, ys, *choice)
+        best = choice_value
+    return rounds
+
+
+def _swap(epochs: list[torch.Tensor], ys: list[torch.Tensor], group: list[int], i: int, j: int) -> None:
+    with torch.no_grad():
+        for e in group:
+            epochs[e][[i, j]] = epochs[e][[j, i]]
+            ys[e][[i, j]] = ys[e][[j, i]]
