@@ -72,3 +72,15 @@ def test_attack_refuses_a_single_gradient_and_bad_weights():
         create_attack("fedavg", iterations=1).run(obs)
     with pytest.raises(GradleakError, match="epoch_weight"):
         create_attack("fedavg", epoch_weight=-1.0)
+
+
+def test_attackers_judgement_of_a_shuffled_round_searches_the_order():
+    """The truth, given in the batch's own order, fits a shuffling client's update once the order search
+    has found the client's per-epoch orders (the fixed-order replay alone does not)."""
+    from gradleak.attacks.objective import GradientMatcher, update_mismatch
+
+    torch.set_num_threads(1)
+    obs, truth = make_observation(batch_size=2, protocol=SHUFFLED, share_labels=True, seed=0)
+    fixed = GradientMatcher(obs, distance="cosine", dtype=torch.float64).loss_value(truth.inputs.double(), truth.labels)
+    judged = update_mismatch(obs, truth.inputs, truth.labels)
+    assert judged < 1e-9 < fixed
