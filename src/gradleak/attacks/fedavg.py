@@ -251,5 +251,5 @@ def order_free_mismatch(observation: Observation, inputs: torch.Tensor, labels: 
         return value if np.isfinite(value) else float("inf")
 
     if len(slices) > 1 and len(ys[0]) <= ORDER_SEARCH_MAX_SAMPLES:
-        improve_order(epochs, ys, slices, mismatch, tied=False, rounds=len(ys[0]))
+        improve_order(epochs, ys, slices, mismatch, tied=False, rounds=len(ys[0]) // 2 + 1)
     return mismatch(epochs)
