@@ -71,8 +71,8 @@ def _ms(values: list, digits: int) -> str:
 
 def tables(out: Path) -> str:
     runs = load_rows(out / "runs.jsonl")
-    lines = ["| victim | schedule (epochs x steps x batch) | client shuffles | attack | seeds | recovered (SSIM >= 0.5) "
-             "| PSNR (dB) | SSIM | label accuracy | seconds |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| victim | schedule (epochs x steps x batch) | client shuffles | attack | seeds "
+             "| recovered (SSIM >= 0.5) | PSNR (dB) | SSIM | label accuracy | seconds |", "|---|---|---|---|---|---|---|---|---|---|"]
     for victim in VICTIMS:
         for schedule in SCHEDULES:
             epochs, batch = SCHEDULES[schedule]

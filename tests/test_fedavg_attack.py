@@ -48,7 +48,8 @@ def test_simulation_at_the_truth_in_the_clients_order_reproduces_the_update():
     """What the attack optimises is zero at the truth placed in each epoch's (private) order."""
     obs, truth = make_observation(batch_size=3, protocol=SHUFFLED, share_labels=True, seed=4)
     matcher = GradientMatcher(obs, distance="cosine", dtype=torch.float64)
-    order = local_batches(SHUFFLED, num_samples=3, shuffle=client_shuffler(SHUFFLED, shuffle_seed=client_shuffle_seed(4)))
+    private = client_shuffler(SHUFFLED, shuffle_seed=client_shuffle_seed(4))
+    order = local_batches(SHUFFLED, num_samples=3, shuffle=private)
     steps = [(truth.inputs[i].double(), truth.labels[i]) for i in order]
     update = local_sgd(matcher.model, None, None, steps, lr=SHUFFLED.lr, create_graph=False)
     assert float(matcher.measure(list(update.values()))) < 1e-9

@@ -155,8 +155,9 @@ class FedAvgAttack(OptimisationAttack):
         assert labels is not None
         slices = epoch_slices(observation)
         shuffled = observation.protocol.shuffle
+        known = labels.method == "shared" and not shuffled  # the labels in the client's one order: nothing to search
         y = labels.labels.to(matcher.device)
-        y = y if labels.method == "shared" and not shuffled else step_labels(y, slices)
+        y = y if known else step_labels(y, slices)
         start = random_inputs(observation, generator=generator, matcher=matcher).detach()
         epochs = [(start if cfg.shared_start else random_inputs(observation, generator=generator, matcher=matcher))
                   .detach().clone().requires_grad_(True) for _ in range(observation.protocol.local_epochs)]
@@ -170,8 +171,9 @@ class FedAvgAttack(OptimisationAttack):
 
         def objective() -> torch.Tensor:
             calls[0] += 1
-            if cfg.swap_every and len(slices) > 1 and calls[0] % cfg.swap_every == 0:
-                improve_order(epochs, ys, slices, lambda xs: float(mismatch(xs, create_graph=False).detach()), tied=not shuffled)
+            if cfg.swap_every and not known and len(slices) > 1 and calls[0] % cfg.swap_every == 0:
+                improve_order(epochs, ys, slices, lambda xs: float(mismatch(xs, create_graph=False).detach()),
+                              tied=not shuffled)
             loss = mismatch(epochs, create_graph=True)
             if cfg.tv_weight:
                 loss = loss + cfg.tv_weight * sum(total_variation(x) for x in epochs) / len(epochs)
@@ -241,7 +243,8 @@ def order_free_mismatch(observation: Observation, inputs: torch.Tensor, labels: 
     shuffling client's batch, whose true order it cannot know. Never worse than the fixed order."""
     matcher = GradientMatcher(observation, distance="cosine", dtype=torch.float64, entries=entries)
     slices = epoch_slices(observation)
-    epochs = [inputs.detach().to(matcher.device, torch.float64).clone() for _ in range(observation.protocol.local_epochs)]
+    x = inputs.detach().to(matcher.device, torch.float64)
+    epochs = [x.clone() for _ in range(observation.protocol.local_epochs)]
     ys = [labels.detach().long().to(matcher.device).clone() for _ in epochs]
 
     def mismatch(xs: list[torch.Tensor]) -> float:

@@ -184,7 +184,8 @@ def loss_update(model: nn.Module, *, inputs: torch.Tensor, labels: torch.Tensor,
     if protocol.name == "fedsgd":
         grads = torch.autograd.grad(loss(model, inputs, labels), params, allow_unused=True)
         return {k: (g if g is not None else torch.zeros_like(p)).detach() for k, g, p in zip(names, grads, params)}
-    steps = local_batches(protocol, num_samples=len(inputs), shuffle=client_shuffler(protocol, shuffle_seed=shuffle_seed))
+    private = client_shuffler(protocol, shuffle_seed=shuffle_seed)
+    steps = local_batches(protocol, num_samples=len(inputs), shuffle=private)
     try:
         for idx in steps:
             grads = torch.autograd.grad(loss(model, inputs[idx], labels[idx]), params, allow_unused=True)
