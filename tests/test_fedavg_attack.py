@@ -85,3 +85,20 @@ def test_attackers_judgement_of_a_shuffled_round_searches_the_order():
     fixed = GradientMatcher(obs, distance="cosine", dtype=torch.float64).loss_value(truth.inputs.double(), truth.labels)
     judged = update_mismatch(obs, truth.inputs, truth.labels)
     assert judged < 1e-9 < fixed
+
+
+def test_cli_records_local_shuffle_and_runs_the_attack(tmp_path):
+    import json
+
+    from gradleak.cli import main
+
+    torch.set_num_threads(1)
+    obs_dir = tmp_path / "obs"
+    assert main(["observe", "--dataset", "digits", "--model", "lenet", "--batch-size", "2", "--protocol", "fedavg",
+                 "--local-epochs", "2", "--local-batch-size", "1", "--local-shuffle", "--out", str(obs_dir)]) == 0
+    protocol = json.loads((obs_dir / "observation.json").read_text())["protocol"]
+    assert protocol["shuffle"] is True and "seed" not in protocol
+    out = tmp_path / "run"
+    assert main(["attack", "--observation", str(obs_dir), "--ground-truth", str(obs_dir / "ground_truth"),
+                 "--attack", "fedavg", "--iterations", "5", "--quiet", "--out", str(out)]) == 0
+    assert json.loads((out / "metrics.json").read_text())["attack"] == "fedavg"
