@@ -101,6 +101,22 @@ def test_battery_lists_every_registered_attack_with_a_reason():
     assert all(e.skipped for n, e in entries.items() if n not in PLANS)  # unplanned attacks are named, not run
 
 
+def test_fedavg_attack_joins_the_battery_only_for_several_local_steps():
+    from gradleak.fl.protocol import Protocol
+    from gradleak.models import ModelSpec, complete_spec
+
+    spec = complete_spec(ModelSpec(name="lenet", input_shape=(1, 8, 8), num_classes=10))
+
+    def entry(protocol: Protocol):
+        setup = Setup(spec=spec, protocol=protocol, data_kind="image", prior=None, budget=get_budget("quick"))
+        return {e.name: e for e in battery(setup)}["fedavg"]
+
+    assert "one gradient" in entry(Protocol()).skipped
+    assert "one gradient" in entry(Protocol(name="fedavg", lr=0.1)).skipped
+    chosen = entry(Protocol(name="fedavg", lr=0.1, local_epochs=2, shuffle=True))
+    assert chosen.skipped is None and chosen.options == {"iterations": 200}  # IG's budget
+
+
 def test_attacker_picks_by_mismatch_not_by_truth():
     records = [{"attack": "a", "status": "ok", "mismatch": 1e-3, "psnr": 40.0},
                {"attack": "b", "status": "ok", "mismatch": 1e-6, "psnr": 12.0},

@@ -102,3 +102,56 @@ def test_pretrain_lowers_loss_and_is_deterministic():
         traces.append(pretrain(model, data=data, steps=30, generator=torch.Generator().manual_seed(0)))
     assert traces[0] == traces[1]
     assert sum(traces[0][-5:]) < sum(traces[0][:5])
+
+
+def _shuffled(seed: int, *, shuffle: bool = True):
+    model = _model()
+    x, y = _batch(6)
+    protocol = Protocol(name="fedavg", lr=0.1, local_epochs=2, local_batch_size=2, shuffle=shuffle)
+    return client_update(model, inputs=x, labels=y, protocol=protocol, shuffle_seed=seed)
+
+
+def test_shuffle_changes_the_update_but_is_a_function_of_its_seed():
+    plain, same = _shuffled(0, shuffle=False), _shuffled(5, shuffle=False)
+    first, again, other = _shuffled(0), _shuffled(0), _shuffled(1)
+    assert all(torch.equal(plain[k], same[k]) for k in plain)  # no shuffle: the seed plays no part
+    assert all(torch.equal(first[k], again[k]) for k in first)
+    assert not all(torch.allclose(first[k], other[k]) for k in first)
+    assert not all(torch.allclose(first[k], plain[k]) for k in first)
+
+
+def test_shuffled_update_equals_sgd_on_the_permuted_batches():
+    """The client's steps are those of its private permutations; the attacker's simulation
+    (compute_update: no generator) keeps the batch order."""
+    from gradleak.fl.protocol import client_shuffler, local_batches
+
+    protocol = Protocol(name="fedavg", lr=0.1, local_epochs=2, local_batch_size=2, shuffle=True)
+    x, y = _batch(6)
+    steps = local_batches(protocol, num_samples=6, shuffle=client_shuffler(protocol, shuffle_seed=3))
+    assert len(steps) == 6 and all(sorted(torch.cat(steps[e * 3:(e + 1) * 3]).tolist()) == list(range(6))
+                                   for e in range(2))
+    reference = _model()
+    before = {k: v.detach().clone() for k, v in reference.named_parameters()}
+    opt = torch.optim.SGD(reference.parameters(), lr=0.1)
+    for idx in steps:
+        opt.zero_grad()
+        F.cross_entropy(reference(x[idx]), y[idx]).backward()
+        opt.step()
+    update = _shuffled(3)
+    for name, p in reference.named_parameters():
+        torch.testing.assert_close(update[name], p.detach() - before[name], rtol=1e-5, atol=1e-6)
+    attacker = compute_update(_model(), inputs=x, labels=y, protocol=protocol)
+    fixed = compute_update(_model(), inputs=x, labels=y, protocol=Protocol(name="fedavg", lr=0.1, local_epochs=2,
+                                                                             local_batch_size=2))
+    assert all(torch.allclose(attacker[k], fixed[k]) for k in fixed)
+
+
+def test_protocol_shuffle_validation_and_json():
+    with pytest.raises(GradleakError, match="shuffle"):
+        Protocol(name="fedavg", shuffle="yes")
+    with pytest.raises(GradleakError, match="shuffle"):
+        Protocol.from_json({"name": "fedavg", "shuffle": 1})
+    assert Protocol().to_json()["shuffle"] is False
+    shuffled = Protocol(name="fedavg", lr=0.2, local_epochs=2, shuffle=True)
+    assert Protocol.from_json(shuffled.to_json()) == shuffled
+    assert Protocol.from_json({"name": "fedavg"}).shuffle is False  # observations saved before the field

@@ -47,6 +47,7 @@ def observe(
     lr: float | None = None,
     local_epochs: int = 1,
     local_batch_size: int | None = None,
+    local_shuffle: bool = False,
     num_classes: int | None = None,
     data_range: tuple[float, float] = (0.0, 1.0),
     labels: torch.Tensor | None = None,
@@ -58,7 +59,7 @@ def observe(
 
     Give exactly one of ``gradients`` (FedSGD), ``weight_delta`` or ``new_parameters`` (FedAvg:
     then ``lr`` and the local schedule are required, as the attacker replays it). ``parameters``:
-    the weights the server sent (default: ``model``'s current ones; pass them if the model has
+    the weights the server sent (``local_shuffle``: the client shuffled every epoch, order unknown) (default: ``model``'s current ones; pass them if the model has
     trained since). Updates are dicts by parameter name or lists in ``model.parameters()`` order.
     ``num_classes`` defaults to the model's output width; ``labels`` only if the client shares them.
     """
@@ -83,7 +84,8 @@ def observe(
     else:
         if lr is None:
             raise GradleakError(f"{kind}= needs lr= (the client's local SGD learning rate)")
-        protocol = Protocol(name="fedavg", lr=float(lr), local_epochs=local_epochs, local_batch_size=local_batch_size)
+        protocol = Protocol(name="fedavg", lr=float(lr), local_epochs=local_epochs, local_batch_size=local_batch_size,
+                            shuffle=local_shuffle)
     lo, hi = (float(v) for v in data_range)
     if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
         raise GradleakError(f"data_range must be two finite numbers, low < high, got {data_range!r}")

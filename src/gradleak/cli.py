@@ -73,6 +73,8 @@ def _scenario_arguments(p: argparse.ArgumentParser, *, required: bool) -> None:
     g.add_argument("--local-epochs", type=int, default=1, help="fedavg: local epochs (default 1)")
     g.add_argument("--local-batch-size", type=int, default=None, help="fedavg: local mini-batch size (default: whole batch)")
     g.add_argument("--local-lr", type=float, default=0.1, help="fedavg: local learning rate (default 0.1)")
+    g.add_argument("--local-shuffle", action="store_true",
+                   help="fedavg: the client shuffles its batch every local epoch with a private seed (default: fixed order)")
     g.add_argument("--trained-steps", type=int, default=0, help="pre-train the global model for this many steps (default 0)")
     g.add_argument("--train-mode", action="store_true",
                    help="client runs the model in train mode (BatchNorm batch statistics); default eval mode")
@@ -113,7 +115,8 @@ def _scenario(args: argparse.Namespace):
     if args.trained_steps < 0:
         raise GradleakError(f"--trained-steps must be >= 0, got {args.trained_steps}")
     protocol = Protocol(
-        name=args.protocol, lr=args.local_lr, local_epochs=args.local_epochs, local_batch_size=args.local_batch_size
+        name=args.protocol, lr=args.local_lr, local_epochs=args.local_epochs, local_batch_size=args.local_batch_size,
+        shuffle=args.local_shuffle,
     )
     return Scenario(
         dataset=args.dataset, model=args.model, batch_size=args.batch_size, protocol=protocol,

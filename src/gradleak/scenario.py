@@ -68,6 +68,14 @@ def attacker_records(scenario: Scenario, data: Dataset, *, batch: torch.Tensor) 
     return attacker_data(scenario.dataset, data_root=scenario.data_root).data
 
 
+SHUFFLE_SALT = 0x5EED  # the client's epoch permutations: a stream apart from the batch choice's
+
+
+def client_shuffle_seed(seed: int) -> int:
+    """The seed of the client's private epoch permutations (``Protocol.shuffle``) for scenario ``seed``."""
+    return int(seed) ^ SHUFFLE_SALT
+
+
 def simulate(
     scenario: Scenario, *, progress: Callable[[int], None] = lambda _n: None,
     exclude: torch.Tensor | None = None, craft: Callable[[ModelSpec, Any], tuple[ModelSpec, Any]] | None = None,
@@ -119,11 +127,13 @@ def simulate(
     state = {k: v.detach().clone() for k, v in model.named_parameters()}
     buffers = {k: v.detach().clone() for k, v in model.named_buffers()}
     returned = None
+    shuffle_seed = client_shuffle_seed(scenario.seed)  # private to the client: not in the observation
     if defense is None or scenario.share_buffers:
-        update, returned = client_round(model, inputs=inputs, labels=labels, protocol=scenario.protocol)
+        update, returned = client_round(model, inputs=inputs, labels=labels, protocol=scenario.protocol,
+                                        shuffle_seed=shuffle_seed)
     if defense is not None:
         update = defense.shared_update(model, inputs=inputs, labels=labels, protocol=scenario.protocol,
-                                       generator=generator)
+                                       generator=generator, shuffle_seed=shuffle_seed)
     observation = Observation(
         model=spec,
         parameters=state,

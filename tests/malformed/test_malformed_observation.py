@@ -100,6 +100,8 @@ JSON_CASES = {
         (obs / OBS_JSON).read_text().replace('"lr": 0.1', '"lr": NaN')), "lr"),
     "protocol-epochs-float": (_json(_set("protocol", "local_epochs", value=1.5)), "local_epochs"),
     "protocol-batch-bool": (_json(_set("protocol", "local_batch_size", value=True)), "local_batch_size"),
+    "protocol-shuffle-string": (_json(_set("protocol", "shuffle", value="yes")), "shuffle"),
+    "protocol-shuffle-int": (_json(_set("protocol", "shuffle", value=1)), "shuffle"),
     "update-kind-mismatch": (_json(_set("update_kind", value="weight_delta")), "update_kind"),
     "defense-not-object": (_json(_set("defense", value=5)), "defense"),
     "data-not-object": (_json(_set("data", value=[1])), "data"),

@@ -214,8 +214,15 @@ def update_mismatch(observation: Observation, inputs: torch.Tensor, labels: torc
     attacker judges a reconstruction without the private data (the audit's and ``defend``'s pick).
 
     In float64: near-exact reconstructions differ by ~1e-10, below float32's resolution. A
-    non-finite value (a diverged reconstruction) counts as the worst, ``inf``.
+    non-finite value (a diverged reconstruction) counts as the worst, ``inf``. A client that shuffles
+    every epoch used an order the attacker never sees: the reconstruction is then judged at the best
+    order the attacker's search finds (:func:`gradleak.attacks.fedavg.order_free_mismatch`), the same
+    for every attack's reconstruction.
     """
+    if observation.protocol.shuffle and observation.protocol.update_kind == "weight_delta":
+        from .fedavg import order_free_mismatch  # the FedAvg attack's order search; it imports this module
+
+        return order_free_mismatch(observation, inputs, labels, entries=entries)
     matcher = GradientMatcher(observation, distance="cosine", dtype=torch.float64, entries=entries)
     value = matcher.loss_value(inputs.detach().double(), labels.long())
     return value if math.isfinite(value) else math.inf

@@ -140,6 +140,17 @@ def _needs_batchnorm(setup: Setup) -> str | None:
     return None if batchnorm_layers(create_model(setup.spec)) else "the model has no BatchNorm layer (R_BN needs one)"
 
 
+def _multi_step_excluded(setup: Setup) -> str | None:
+    """The FedAvg attack is for several local steps; one gradient (or one step) is IG's case."""
+    reason = _images_only(setup)
+    if reason:
+        return reason
+    p = setup.protocol
+    if p.update_kind != "weight_delta" or (p.local_epochs == 1 and p.local_batch_size is None):
+        return "simulates several local steps; the clients share one gradient (or take one step), IG's case"
+    return None
+
+
 def _records_only(setup: Setup) -> str | None:
     return None if setup.data_kind in RECORD_KINDS else "a health-record attack; the audited data are images"
 
@@ -152,6 +163,9 @@ PLANS.register("dlg")(Plan(kind="optimisation", weight=20.0, options=_iterative(
 PLANS.register("ig")(Plan(kind="optimisation", weight=1.0, excluded=_images_only, options=_iterative("ig")))
 PLANS.register("ig-bn")(Plan(kind="optimisation", weight=1.0, excluded=_needs_batchnorm,
                              options=lambda s: _iterative("ig")(s)))  # IG's budget: the same search plus a prior
+# the FedAvg attack: IG's iterations (the same simulated steps per iteration, plus the order swaps)
+PLANS.register("fedavg")(Plan(kind="optimisation", weight=1.2, excluded=_multi_step_excluded,
+                              options=_iterative("ig")))
 PLANS.register("cinet")(Plan(kind="optimisation", weight=1.5, excluded=_images_only, options=_iterative("cinet")))
 PLANS.register("giz")(Plan(kind="generative", weight=4.0, excluded=_needs_prior, options=_prior_options("giz")))
 PLANS.register("gias")(Plan(kind="generative", weight=8.0, excluded=_needs_prior, options=_prior_options("gias")))

@@ -73,6 +73,10 @@ ENTRIES = (
     Entry("g-ig", "ig (Inverting Gradients)", ("ig", "IG", "Inverting Gradients"),
           "Geiping et al. 2020: matches the update's direction (cosine) with a smoothness prior (total variation), "
           "Adam with signed gradients."),
+    Entry("g-fedavg-attack", "fedavg (FedAvg attack)", ("FedAvg attack",),
+          "Dimitrov et al. 2022: for clients that take several local steps and shuffle their data every epoch; "
+          "reconstructs each epoch's samples through a simulation of the local training and pulls the epochs' "
+          "reconstructions towards their common consensus."),
     Entry("g-cinet", "cinet (CI-Net)", ("cinet", "CI-Net"),
           "An over-parameterised convolutional generator whose weights are optimised so that its output's update "
           "matches the observed one; the network's structure acts as an image prior."),

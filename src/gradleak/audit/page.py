@@ -135,7 +135,8 @@ def write_report(tmp: Path, *, result: dict[str, Any], pictures: dict[int, dict[
                  f"classes {', '.join(d['classes'])} ({d['source']})"),
         ("model", f"{m['name']} {m['options'] or ''}".strip()),
         ("protocol", p["name"] + ("" if p["name"] == "fedsgd" else
-                                  f" (local epochs {p['local_epochs']}, lr {p['lr']}, local batch {p['local_batch_size'] or 'whole batch'})")),
+                                  f" (local epochs {p['local_epochs']}, lr {p['lr']}, local batch {p['local_batch_size'] or 'whole batch'}"
+                                  f"{', shuffled every epoch' if p.get('shuffle') else ''})")),
         ("global model", state),
         ("clients share labels", "yes" if s["share_labels"] else "no"),
         ("clients return BatchNorm buffers", "yes" if s.get("share_buffers") else "no"),

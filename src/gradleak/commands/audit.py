@@ -30,6 +30,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--local-epochs", type=int, default=1, help="fedavg: local epochs (default 1)")
     g.add_argument("--local-batch-size", type=int, default=None, help="fedavg: local mini-batch (default: whole batch)")
     g.add_argument("--local-lr", type=float, default=0.1, help="fedavg: local learning rate (default 0.1)")
+    g.add_argument("--local-shuffle", action="store_true",
+                   help="fedavg: clients shuffle their batch every local epoch (default: fixed order)")
     g.add_argument("--trained-steps", type=int, default=0, help="pre-train the global model first (default 0: round one)")
     g.add_argument("--train-mode", action="store_true", help="clients run BatchNorm in train mode")
     g.add_argument("--share-labels", action="store_true", help="clients also share their labels")
@@ -121,7 +123,7 @@ def cmd_audit(args: argparse.Namespace) -> None:
         dataset=args.dataset, model=args.model, budget=args.budget,
         batch_sizes=tuple(args.batch_sizes) if args.batch_sizes else None, seeds=args.seeds,
         protocol=Protocol(name=args.protocol, lr=args.local_lr, local_epochs=args.local_epochs,
-                          local_batch_size=args.local_batch_size),
+                          local_batch_size=args.local_batch_size, shuffle=args.local_shuffle),
         trained_steps=args.trained_steps, train_mode=args.train_mode, share_labels=args.share_labels,
         share_buffers=args.share_buffers, image_size=args.image_size, grayscale=args.grayscale, data_root=args.data_root,
         model_options=_key_values(args.model_option, flag="--model-option"), attacks=args.attacks,

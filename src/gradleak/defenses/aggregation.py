@@ -57,10 +57,11 @@ class SecureAggregation(Defense):
 
     def shared_update(
         self, model: nn.Module, *, inputs: torch.Tensor, labels: torch.Tensor, protocol: Protocol,
-        generator: torch.Generator, client: int = 0,
+        generator: torch.Generator, client: int = 0, shuffle_seed: int = 0,
     ) -> Params:
         chunks = zip(inputs.chunk(self.clients), labels.chunk(self.clients))
-        updates = [client_update(model, inputs=x, labels=y, protocol=protocol) for x, y in chunks]
+        updates = [client_update(model, inputs=x, labels=y, protocol=protocol, shuffle_seed=shuffle_seed + i)
+                   for i, (x, y) in enumerate(chunks)]
         total = secure_sum(mask_updates(updates, generator=generator))
         return {k: v / self.clients for k, v in total.items()}
 

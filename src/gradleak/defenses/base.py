@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import GradleakError
-from ..fl.protocol import Params, Protocol, client_update
+from ..fl.protocol import Params, Protocol, client_shuffler, client_update, local_batches
 from ..models.base import ModelSpec
 from ..observation import Observation
 from ..registry import Registry
@@ -104,15 +104,16 @@ class Defense(ABC):
 
     def shared_update(
         self, model: nn.Module, *, inputs: torch.Tensor, labels: torch.Tensor, protocol: Protocol,
-        generator: torch.Generator, client: int = 0,
+        generator: torch.Generator, client: int = 0, shuffle_seed: int = 0,
     ) -> Params:
-        """The update the client shares for this batch under ``protocol``, defense applied."""
+        """The update the client shares for this batch under ``protocol``, defense applied.
+        ``shuffle_seed``: the client's private epoch permutations when ``protocol.shuffle``."""
         self.prepare(model, generator=generator, client=client)
         if self.custom_loss:
             update = loss_update(model, inputs=inputs, labels=labels, protocol=protocol,
-                                 loss=lambda m, x, y: self.loss(m, x, y, client=client))
+                                 loss=lambda m, x, y: self.loss(m, x, y, client=client), shuffle_seed=shuffle_seed)
         else:  # the very computation the attacker simulates
-            update = client_update(model, inputs=inputs, labels=labels, protocol=protocol)
+            update = client_update(model, inputs=inputs, labels=labels, protocol=protocol, shuffle_seed=shuffle_seed)
         return self.postprocess(update, generator=generator)
 
     def postprocess(self, update: Params, *, generator: torch.Generator) -> Params:
@@ -171,11 +172,11 @@ def against_noise(attack_options: dict[str, Any], *, attack_fields: set[str], di
 
 
 def loss_update(model: nn.Module, *, inputs: torch.Tensor, labels: torch.Tensor, protocol: Protocol,
-                loss: Loss) -> Params:
+                loss: Loss, shuffle_seed: int = 0) -> Params:
     """fedsgd / fedavg with a custom client loss (BiDO, minimax), detached.
 
     Mirrors :mod:`gradleak.fl.protocol` (gradient of the batch loss; or local SGD over
-    consecutive mini-batches and the weight difference) with ``loss`` in place of cross-entropy.
+    mini-batches, shuffled as the client shuffles, and the weight difference) with ``loss`` in place of cross-entropy.
     """
     params = [p for p in model.parameters()]
     names = [k for k, _ in model.named_parameters()]
@@ -183,16 +184,15 @@ def loss_update(model: nn.Module, *, inputs: torch.Tensor, labels: torch.Tensor,
     if protocol.name == "fedsgd":
         grads = torch.autograd.grad(loss(model, inputs, labels), params, allow_unused=True)
         return {k: (g if g is not None else torch.zeros_like(p)).detach() for k, g, p in zip(names, grads, params)}
-    size = protocol.local_batch_size or len(inputs)
+    private = client_shuffler(protocol, shuffle_seed=shuffle_seed)
+    steps = local_batches(protocol, num_samples=len(inputs), shuffle=private)
     try:
-        for _ in range(protocol.local_epochs):
-            for s in range(0, len(inputs), size):
-                grads = torch.autograd.grad(loss(model, inputs[s:s + size], labels[s:s + size]), params,
-                                            allow_unused=True)
-                with torch.no_grad():
-                    for p, g in zip(params, grads):
-                        if g is not None:
-                            p -= protocol.lr * g
+        for idx in steps:
+            grads = torch.autograd.grad(loss(model, inputs[idx], labels[idx]), params, allow_unused=True)
+            with torch.no_grad():
+                for p, g in zip(params, grads):
+                    if g is not None:
+                        p -= protocol.lr * g
         return {k: (p.detach() - s0) for k, p, s0 in zip(names, params, start)}
     finally:
         with torch.no_grad():

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from ..errors import GradleakError
-from ..fl.protocol import Params, Protocol
+from ..fl.protocol import Params, Protocol, client_shuffler, local_batches
 from .base import Defense, against_noise, cross_entropy, register_defense, require
 from .rero import dpsgd_release_mu
 
@@ -123,7 +123,7 @@ class DPSGD(Defense):
 
     def shared_update(
         self, model: nn.Module, *, inputs: torch.Tensor, labels: torch.Tensor, protocol: Protocol,
-        generator: torch.Generator, client: int = 0,
+        generator: torch.Generator, client: int = 0, shuffle_seed: int = 0,
     ) -> Params:
         if protocol.name == "fedsgd":
             private, optimizer = self._private(model, lr=1.0, batch=len(inputs), generator=generator)
@@ -135,10 +135,10 @@ class DPSGD(Defense):
             return {k: grads[k] for k, _ in model.named_parameters()}
         size = protocol.local_batch_size or len(inputs)
         private, optimizer = self._private(model, lr=protocol.lr, batch=size, generator=generator)
-        for _ in range(protocol.local_epochs):
-            for s in range(0, len(inputs), size):
-                self._step(private, optimizer, inputs[s:s + size], labels[s:s + size], generator)
-                self._account(client, sample_rate=1.0)
+        shuffle = client_shuffler(protocol, shuffle_seed=shuffle_seed)
+        for idx in local_batches(protocol, num_samples=len(inputs), shuffle=shuffle):
+            self._step(private, optimizer, inputs[idx], labels[idx], generator)
+            self._account(client, sample_rate=1.0)
         return self._delta(private, model)
 
     def train_client(

@@ -8,8 +8,12 @@ knows the protocol simulates exactly what the client did.
 Conventions:
 - ``fedsgd`` shares the gradient of the mean cross-entropy on the whole client batch.
 - ``fedavg`` runs ``local_epochs`` epochs of plain SGD with learning rate ``lr`` over the
-  batch split, in order, into consecutive mini-batches of ``local_batch_size`` (the whole batch
-  when ``None``), and shares the weight difference ``w_local - w_global``.
+  batch split into consecutive mini-batches of ``local_batch_size`` (the whole batch when
+  ``None``), and shares the weight difference ``w_local - w_global``. With ``shuffle`` the client
+  permutes its batch at the start of every epoch (as a DataLoader with ``shuffle=True`` does),
+  drawing the permutations from a private generator (:func:`client_round`'s ``shuffle_seed``)
+  that never enters the observation; the attacker's simulation (:func:`compute_update`) has no
+  such generator and keeps the batch's own order, so it cannot replay the client's order.
 """
 
 from __future__ import annotations
@@ -37,6 +41,9 @@ class Protocol:
     lr: float = 0.1  # fedavg: local SGD learning rate
     local_epochs: int = 1  # fedavg: passes over the client batch
     local_batch_size: int | None = None  # fedavg: mini-batch size per local step; None = all
+    # fedavg: the client permutes its batch every epoch with a private generator. Default False: the
+    # fixed order every earlier result (and the step-replaying attacks) assumed.
+    shuffle: bool = False
 
     def __post_init__(self) -> None:
         PROTOCOLS.get(self.name)  # unknown names fail here, listing the valid ones
@@ -46,6 +53,8 @@ class Protocol:
             raise GradleakError(f"local_batch_size must be >= 1, got {self.local_batch_size}")
         if not math.isfinite(self.lr) or self.lr <= 0:
             raise GradleakError(f"lr must be a positive finite number, got {self.lr}")
+        if not isinstance(self.shuffle, bool):
+            raise GradleakError(f"shuffle must be true or false, got {self.shuffle!r}")
 
     @property
     def update_kind(self) -> str:
@@ -64,16 +73,18 @@ class Protocol:
     @classmethod
     def from_json(cls, d: Any, *, where: str = "protocol") -> "Protocol":
         """Strict: JSON types exactly (``"0.1"``, ``1.5`` epochs or ``true`` are refused, not coerced)."""
-        from ..validation import as_float, as_int, as_mapping, as_str, check_keys
+        from ..validation import as_bool, as_float, as_int, as_mapping, as_str, check_keys
 
         d = as_mapping(d, what=where)
-        check_keys(d, where=where, required=("name",), optional=("lr", "local_epochs", "local_batch_size"))
+        check_keys(d, where=where, required=("name",),
+                   optional=("lr", "local_epochs", "local_batch_size", "shuffle"))
         batch = d.get("local_batch_size")
         return cls(
             name=as_str(d["name"], what=f"{where} name"),
             lr=as_float(d.get("lr", 0.1), what=f"{where} lr", positive=True),
             local_epochs=as_int(d.get("local_epochs", 1), what=f"{where} local_epochs", minimum=1),
             local_batch_size=None if batch is None else as_int(batch, what=f"{where} local_batch_size", minimum=1),
+            shuffle=as_bool(d.get("shuffle", False), what=f"{where} shuffle"),
         )
 
 
@@ -106,7 +117,7 @@ def fedsgd_gradient(model: nn.Module, tensors: Sequence[torch.Tensor], x: torch.
 @PROTOCOLS.register("fedsgd", description="one gradient of the mean loss on the client batch")
 def _fedsgd(
     model: nn.Module, params: Params | None, buffers: Params | None, x: torch.Tensor, y: torch.Tensor,
-    protocol: Protocol, create_graph: bool,
+    protocol: Protocol, create_graph: bool, shuffle: torch.Generator | None = None,
 ) -> Params:
     names, tensors = zip(*(params.items() if params is not None else model.named_parameters()))
     loss = _loss(model, params, buffers, x, y)
@@ -117,18 +128,44 @@ def _fedsgd(
 @PROTOCOLS.register("fedavg", description="local SGD epochs; shares w_local - w_global")
 def _fedavg(
     model: nn.Module, params: Params | None, buffers: Params | None, x: torch.Tensor, y: torch.Tensor,
-    protocol: Protocol, create_graph: bool,
+    protocol: Protocol, create_graph: bool, shuffle: torch.Generator | None = None,
 ) -> Params:
+    steps = [(x[i], y[i]) for i in local_batches(protocol, num_samples=x.shape[0], shuffle=shuffle)]
+    return local_sgd(model, params, buffers, steps, lr=protocol.lr, create_graph=create_graph)
+
+
+def local_batches(protocol: Protocol, *, num_samples: int, shuffle: torch.Generator | None) -> list[torch.Tensor]:
+    """Sample indices of every local step, epoch after epoch.
+
+    Each epoch is split into consecutive mini-batches of ``local_batch_size``; a protocol with
+    ``shuffle`` permutes the batch first with ``shuffle`` (the client's private generator). Without
+    a generator the order is the batch's own: what an attacker, who never sees it, simulates.
+    """
+    size = protocol.local_batch_size or num_samples
+    out = []
+    for _ in range(protocol.local_epochs):
+        order = (torch.randperm(num_samples, generator=shuffle) if protocol.shuffle and shuffle is not None
+                 else torch.arange(num_samples))
+        out += [order[start : start + size] for start in range(0, num_samples, size)]
+    return out
+
+
+def local_sgd(
+    model: nn.Module, params: Params | None, buffers: Params | None, steps: Sequence[tuple[torch.Tensor, torch.Tensor]],
+    *, lr: float, create_graph: bool,
+) -> Params:
+    """Plain SGD over ``steps`` (one ``(inputs, labels)`` mini-batch each); returns ``w_end - w_start``.
+
+    One implementation for the client and for attacks that choose their own mini-batches
+    (:mod:`gradleak.attacks.fedavg`), so both simulate the same local training.
+    """
     if params is None:
         params, buffers = dict(model.named_parameters()), dict(model.named_buffers())
-    n = x.shape[0]
-    size = protocol.local_batch_size or n
     current = dict(params)
-    for _ in range(protocol.local_epochs):
-        for start in range(0, n, size):
-            loss = _loss(model, current, buffers, x[start : start + size], y[start : start + size])
-            grads = torch.autograd.grad(loss, list(current.values()), create_graph=create_graph)
-            current = {k: p - protocol.lr * g for (k, p), g in zip(current.items(), grads)}
+    for inputs, labels in steps:
+        loss = _loss(model, current, buffers, inputs, labels)
+        grads = torch.autograd.grad(loss, list(current.values()), create_graph=create_graph)
+        current = {k: p - lr * g for (k, p), g in zip(current.items(), grads)}
     return {k: current[k] - params[k] for k in params}
 
 
@@ -155,16 +192,24 @@ def compute_update(
 
 
 def client_update(
-    model: nn.Module, *, inputs: torch.Tensor, labels: torch.Tensor, protocol: Protocol
+    model: nn.Module, *, inputs: torch.Tensor, labels: torch.Tensor, protocol: Protocol, shuffle_seed: int = 0,
 ) -> Params:
     """What an honest client computes: the update for the model's current weights, detached."""
-    return client_round(model, inputs=inputs, labels=labels, protocol=protocol)[0]
+    return client_round(model, inputs=inputs, labels=labels, protocol=protocol, shuffle_seed=shuffle_seed)[0]
+
+
+def client_shuffler(protocol: Protocol, *, shuffle_seed: int) -> torch.Generator | None:
+    """The client's private generator of epoch permutations (None when it does not shuffle)."""
+    return torch.Generator().manual_seed(int(shuffle_seed)) if protocol.shuffle else None
 
 
 def client_round(
-    model: nn.Module, *, inputs: torch.Tensor, labels: torch.Tensor, protocol: Protocol
+    model: nn.Module, *, inputs: torch.Tensor, labels: torch.Tensor, protocol: Protocol, shuffle_seed: int = 0,
 ) -> tuple[Params, Params]:
     """The update and the buffers the client holds after its local training (detached).
+
+    ``shuffle_seed`` seeds the client's private epoch permutations (``protocol.shuffle``): the
+    update is a deterministic function of it, and it is never part of the observation.
 
     A client that sends its whole ``state_dict`` back returns these buffers too: in train mode
     they are BatchNorm running statistics moved towards each local batch's statistics
@@ -173,11 +218,6 @@ def client_round(
     params = {k: v.detach().clone().requires_grad_(True) for k, v in model.named_parameters()}
     buffers = {k: v.detach().clone() for k, v in model.named_buffers()}
     # functional_call writes train-mode BatchNorm's running statistics into these very tensors
-    update = _run(model, params=params, buffers=buffers, inputs=inputs, labels=labels, protocol=protocol)
+    update = PROTOCOLS.get(protocol.name)(model, params, buffers, inputs, labels, protocol, False,
+                                          client_shuffler(protocol, shuffle_seed=shuffle_seed))
     return {k: v.detach() for k, v in update.items()}, buffers
-
-
-def _run(model: nn.Module, *, params: Params, buffers: Params, inputs: torch.Tensor, labels: torch.Tensor,
-         protocol: Protocol) -> Params:
-    """:func:`compute_update` without its defensive copy of ``buffers`` (so they record the round)."""
-    return PROTOCOLS.get(protocol.name)(model, params, buffers, inputs, labels, protocol, False)

@@ -35,7 +35,8 @@ def cell_scenario(cell: Cell):
 
     s = dict(cell.scenario)
     protocol = Protocol(name=s.pop("protocol", "fedsgd"), lr=float(s.pop("local_lr", 0.1)),
-                        local_epochs=int(s.pop("local_epochs", 1)), local_batch_size=s.pop("local_batch_size", None))
+                        local_epochs=int(s.pop("local_epochs", 1)), local_batch_size=s.pop("local_batch_size", None),
+                        shuffle=bool(s.pop("local_shuffle", False)))
     return Scenario(dataset=cell.dataset, model=cell.model, batch_size=cell.batch_size, protocol=protocol,
                     seed=cell.seed, defense=None if cell.defense == "none" else cell.defense, **s)
 

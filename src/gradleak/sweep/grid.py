@@ -28,7 +28,7 @@ from ..validation import as_bool, as_float, as_int, as_mapping, as_str, check_ke
 
 AXES = ("datasets", "models", "attacks", "batch_sizes", "defenses", "seeds")
 # Scenario settings a grid may fix for all cells (the Scenario fields that are not axes).
-SCENARIO_KEYS = ("protocol", "local_epochs", "local_batch_size", "local_lr", "trained_steps", "train_mode",
+SCENARIO_KEYS = ("protocol", "local_epochs", "local_batch_size", "local_lr", "local_shuffle", "trained_steps", "train_mode",
                  "share_labels", "share_buffers", "image_size", "grayscale", "data_root", "model_options")
 DEFAULT_AXES: dict[str, list[Any]] = {"defenses": ["none"], "seeds": [0], "batch_sizes": [1]}
 
@@ -99,6 +99,7 @@ _SCENARIO_READERS = {
     "local_epochs": lambda v, w: as_int(v, what=w, minimum=1),
     "local_batch_size": lambda v, w: None if v is None else as_int(v, what=w, minimum=1),
     "local_lr": lambda v, w: as_float(v, what=w, positive=True),
+    "local_shuffle": lambda v, w: as_bool(v, what=w),
     "trained_steps": lambda v, w: as_int(v, what=w, minimum=0),
     "train_mode": lambda v, w: as_bool(v, what=w),
     "share_labels": lambda v, w: as_bool(v, what=w),
