@@ -14,6 +14,7 @@ true record: context only, no attack uses it) shows why the early hours are not.
 
     nice -n 10 python benchmarks/gru_records.py            # seeds 0 1 2, batch 1 4 16
     python benchmarks/gru_records.py --batches 16 --seeds 0 1   # the committed batch-16 rows (CPU budget)
+    python benchmarks/gru_records.py --model lstm --batches 1   # the committed LSTM rows
     python benchmarks/gru_records.py --quick               # seed 0, batch 1, short budget
 
 Results: ``benchmarks/results/gru_records/{runs.jsonl,table.md,per_hour.png}``; the JSON-lines
@@ -62,8 +63,8 @@ def backward_signal(observation: Any, inputs: torch.Tensor, labels: torch.Tensor
     return grad.norm(dim=2).mean(0).tolist()
 
 
-def run(row: str, batch: int, seed: int, quick: bool) -> dict[str, Any]:
-    observation, truth = simulate(Scenario(dataset="ihm-synthetic", model="gru", batch_size=batch, seed=seed))
+def run(row: str, batch: int, seed: int, quick: bool, model: str = "gru") -> dict[str, Any]:
+    observation, truth = simulate(Scenario(dataset="ihm-synthetic", model=model, batch_size=batch, seed=seed))
     options = (QUICK if quick else BUDGET)[row]
     attack = create_attack("tabular", mode=row, **options)
     rec = attack.run(observation, generator=torch.Generator().manual_seed(seed))
@@ -72,8 +73,9 @@ def run(row: str, batch: int, seed: int, quick: bool) -> dict[str, Any]:
     order = torch.as_tensor(m["assignment"]) if "assignment" in m else torch.arange(batch)
     matched = rec.inputs.double()[order]
     per_hour = torch.nn.functional.cosine_similarity(matched, truth.inputs.double(), dim=2).mean(0).tolist()
-    return {"row": row, "batch": batch, "seed": seed, "quick": quick, **{k: m.get(k) for k in KEYS},
-            "per_hour_similarity": per_hour, "backward_signal": backward_signal(observation, truth.inputs, truth.labels),
+    signal = backward_signal(observation, truth.inputs, truth.labels) if model == "gru" else None
+    return {"row": row, "model": model, "batch": batch, "seed": seed, "quick": quick, **{k: m.get(k) for k in KEYS},
+            "per_hour_similarity": per_hour, "backward_signal": signal,
             "gradient_loss": rec.gradient_loss, "seconds": rec.seconds, "options": options}
 
 
@@ -84,21 +86,22 @@ def _stat(values: list[float]) -> str:
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    lines = ["| batch | mode | seeds | similarity | feature acc. | continuous | categorical | mask | hours 1-12 sim. | hours 37-48 sim. | s/run |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for batch in sorted({r["batch"] for r in rows}):
+    lines = ["| model | batch | mode | seeds | similarity | feature acc. | continuous | categorical | mask | hours 1-12 sim. | hours 37-48 sim. | s/run |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for model, batch in sorted({(r.get("model", "gru"), r["batch"]) for r in rows}, key=lambda k: (k[0] != "gru", k)):
         for mode in ("prior", "sequence"):
-            cell = [r for r in rows if r["batch"] == batch and r["row"] == mode]
+            cell = [r for r in rows if r.get("model", "gru") == model and r["batch"] == batch and r["row"] == mode]
             if not cell:
                 continue
             early = [statistics.fmean(r["per_hour_similarity"][:12]) for r in cell]
             late = [statistics.fmean(r["per_hour_similarity"][-12:]) for r in cell]
-            lines.append(f"| {batch} | {mode} | {len(cell)} | " + " | ".join(
+            lines.append(f"| {model} | {batch} | {mode} | {len(cell)} | " + " | ".join(
                 _stat([r[k] for r in cell]) for k in ("similarity", "feature_accuracy", "continuous_accuracy",
                                                        "categorical_accuracy", "mask_accuracy"))
                 + f" | {_stat(early)} | {_stat(late)} | {statistics.fmean(r['seconds'] for r in cell):.0f} |")
-    signal = [statistics.fmean(r["backward_signal"][t] for r in rows) for t in range(48)]
-    lines += ["", "Backward signal |dL/d gates_t| per hour (mean over runs; hour 1, 12, 24, 36, 48): "
+    gru = [r for r in rows if r["backward_signal"] is not None]
+    signal = [statistics.fmean(r["backward_signal"][t] for r in gru) for t in range(48)]
+    lines += ["", "GRU backward signal |dL/d gates_t| per hour (mean over runs; hour 1, 12, 24, 36, 48): "
               + ", ".join(f"{signal[t]:.1e}" for t in (0, 11, 23, 35, 47))]
     return "\n".join(lines)
 
@@ -111,13 +114,14 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
 
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.5))
     for mode, colour in (("prior", "tab:orange"), ("sequence", "tab:blue")):
-        cell = [r for r in rows if r["row"] == mode and r["batch"] == 1]
+        cell = [r for r in rows if r["row"] == mode and r["batch"] == 1 and r.get("model", "gru") == "gru"]
         if cell:
             a.plot(range(1, 49), [statistics.fmean(r["per_hour_similarity"][t] for r in cell) for t in range(48)],
                    color=colour, label=f"{mode} (batch 1)")
-    a.set(xlabel="hour", ylabel="cosine similarity to the truth", title="What the attack recovers per hour")
+    a.set(xlabel="hour", ylabel="cosine similarity to the truth", title="GRU: what the attack recovers per hour")
     a.legend()
-    b.semilogy(range(1, 49), [statistics.fmean(r["backward_signal"][t] for r in rows) for t in range(48)], color="k")
+    gru = [r for r in rows if r["backward_signal"] is not None]
+    b.semilogy(range(1, 49), [statistics.fmean(r["backward_signal"][t] for r in gru) for t in range(48)], color="k")
     b.set(xlabel="hour", ylabel="|dL / d gates_t|", title="How much each hour moves the update")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -129,6 +133,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--seeds", type=int, nargs="+", default=None)
     parser.add_argument("--batches", type=int, nargs="+", default=None)
+    parser.add_argument("--model", default="gru", choices=["gru", "lstm"])
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
     seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
@@ -136,15 +141,15 @@ def main() -> None:
     torch.set_num_threads(1)
     args.out.mkdir(parents=True, exist_ok=True)
     cache = args.out / "runs.jsonl"
-    done = {(r["row"], r["batch"], r["seed"], r["quick"]) for r in load_rows(cache)}
+    done = {(r.get("model", "gru"), r["row"], r["batch"], r["seed"], r["quick"]) for r in load_rows(cache)}
     for batch in batches:
         for seed in seeds:
             for row in ("sequence", "prior"):
-                if (row, batch, seed, args.quick) not in done:
-                    append_row(cache, run(row, batch, seed, args.quick))
+                if (args.model, row, batch, seed, args.quick) not in done:
+                    append_row(cache, run(row, batch, seed, args.quick, args.model))
     rows = [r for r in load_rows(cache) if r["quick"] == args.quick]
     (args.out / "table.md").write_text(
-        "# Record inversion on a GRU (ihm-synthetic, SYNTHETIC records)\n\n" + table(rows) + "\n")
+        "# Record inversion on recurrent victims (ihm-synthetic, SYNTHETIC records)\n\n" + table(rows) + "\n")
     plot(rows, args.out / "per_hour.png")
     print(table(rows))
 
