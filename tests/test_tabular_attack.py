@@ -298,3 +298,15 @@ def test_sequence_mode_beats_the_prior_mode_on_a_gru_at_the_same_budget():
         rec = create_attack("tabular", mode=mode, iterations=iterations).run(obs, generator=torch.Generator().manual_seed(0))
         sims[mode] = evaluate_records(reconstruction=rec.inputs, truth=truth.inputs, schema=SCHEMA)["similarity"]
     assert sims["sequence"] > sims["prior"] + 0.1, sims  # measured 0.622 vs 0.375
+
+
+def test_recurrent_victims_get_the_sequence_mode_unless_the_user_chose_one():
+    from gradleak.attacks.base import for_victim
+
+    gru, _ = simulate(Scenario(dataset="ihm-synthetic", model="gru", batch_size=1, seed=0, model_options={"hidden": 8}))
+    mlp, _ = simulate(Scenario(dataset="breast-cancer", model="mlp", batch_size=1, seed=0))
+    assert for_victim("tabular", {}, gru) == {"mode": "sequence"}
+    assert for_victim("tabular", {"restarts": 1}, gru) == {"restarts": 1, "mode": "sequence"}
+    for chosen in ({"mode": "prior"}, {"iterations": 50}, {"optimizer": "adam"}):  # the user's schedule wins
+        assert for_victim("tabular", chosen, gru) == chosen
+    assert for_victim("tabular", {}, mlp) == {} and for_victim("ig", {}, gru) == {}

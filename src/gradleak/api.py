@@ -120,7 +120,10 @@ def attack(observation: Observation, *, attack: str = "ig", seed: int = 0, devic
     from .defenses.adaptive import observed_defense, plan_attack
     from .runner import run_attack
 
+    from .attacks.base import for_victim
+
     create_attack(attack, **options)  # the user's options are valid on their own
+    options = for_victim(attack, options, observation)  # e.g. the record attack's sequence mode on a GRU
     plan = plan_attack(attack, options=options, defense=observed_defense(observation.defense), adaptive=adaptive)
     return run_attack(observation, attack=create_attack(attack, **plan.options), seed=seed, device=device,
                       show_progress=progress)

@@ -234,6 +234,11 @@ def cmd_attack(args: argparse.Namespace) -> None:
                 craft = attack.crafter(split.data.inputs)
         scenario, observation, truth = _simulate(args, exclude=exclude, craft=craft)
         config["scenario"] = scenario.to_json()
+    from .attacks.base import for_victim
+
+    suited = for_victim(args.attack, options, observation)  # e.g. the record attack's sequence mode on a GRU
+    if suited != options:
+        options, attack = suited, create_attack(args.attack, **suited)
     attack, plan = _adapted(attack, options, observation=observation, adaptive=not args.non_adaptive)
     config["options"] = plan.options
     reconstruction = run_attack(observation, attack=attack, seed=args.seed, device=device, show_progress=not args.quiet)

@@ -95,6 +95,15 @@ class Attack(ABC):
     def __init__(self, config: Any) -> None:
         self.config = config
 
+    @classmethod
+    def victim_options(cls, observation: Observation, options: dict[str, Any]) -> dict[str, Any]:
+        """Options the observed victim calls for, given the user's ``options`` (none by default).
+
+        The CLI and :func:`gradleak.api.attack` add them to what the user set: a default that
+        suits one victim badly (the record attack's Adam on a GRU) can then follow the victim.
+        """
+        return {}
+
     def total_iterations(self) -> int:
         """Iterations the progress bar should expect (all restarts)."""
         cfg = self.config
@@ -147,6 +156,12 @@ def make_config(config_cls: type, values: dict[str, Any], *, owner: str) -> Any:
         raise
     except (TypeError, ValueError, KeyError) as exc:  # a config's own check that was not written as GradleakError
         raise GradleakError(f"{owner}: {exc.__class__.__name__}: {exc}") from None
+
+
+def for_victim(name: str, options: dict[str, Any], observation: Observation) -> dict[str, Any]:
+    """``options`` plus what attack ``name`` suggests for the observed victim (user's keys win)."""
+    suggested = ATTACKS.get(name).victim_options(observation, dict(options))
+    return {**options, **{k: v for k, v in suggested.items() if k not in options}}
 
 
 def create_attack(name: str, **config: Any) -> Attack:

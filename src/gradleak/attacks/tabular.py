@@ -272,6 +272,16 @@ def observation_schema(observation: Observation) -> RecordSchema | None:
 class TabularAttack(OptimisationAttack):
     Config = TabularConfig
 
+    @classmethod
+    def victim_options(cls, observation: Observation, options: dict[str, Any]) -> dict[str, Any]:
+        """Recurrent victims get mode ``sequence`` unless the user chose a mode or its schedule."""
+        if any(k in options for k in ("mode", *MODE_FIELDS)):
+            return {}
+        from ..models import create_model  # deferred: building the victim is only needed here
+
+        recurrent = any(isinstance(m, torch.nn.RNNBase) for m in create_model(observation.model).modules())
+        return {"mode": "sequence"} if recurrent else {}
+
     def reconstruct(self, observation: Observation, *, generator: torch.Generator, device: torch.device,
                     progress: Progress) -> Reconstruction:
         self.weights, source = self.config.weights_for(observation)
