@@ -28,6 +28,7 @@ knowledge of the domain, never the client's records.
 
 from __future__ import annotations
 
+import functools
 import json
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ import torch
 
 from ..data.schema import RecordSchema
 from ..errors import GradleakError
+from ..models.base import ModelSpec
 from ..observation import Observation
 from ..registry import Registry
 from .base import Progress, Reconstruction, register_attack
@@ -262,6 +264,13 @@ def project(x: torch.Tensor, layout: RecordLayout) -> torch.Tensor:
     return out
 
 
+def recurrent(spec: ModelSpec) -> bool:
+    """Whether the victim reads records through a GRU/LSTM (the ``sequence`` mode's victims)."""
+    from ..models import create_model  # deferred: building the victim is only needed here
+
+    return any(isinstance(m, torch.nn.RNNBase) for m in create_model(spec).modules())
+
+
 def observation_schema(observation: Observation) -> RecordSchema | None:
     raw = observation.data.get("schema")
     return None if raw is None else RecordSchema.from_json(raw)
@@ -277,10 +286,7 @@ class TabularAttack(OptimisationAttack):
         """Recurrent victims get mode ``sequence`` unless the user chose a mode or its schedule."""
         if any(k in options for k in ("mode", *MODE_FIELDS)):
             return {}
-        from ..models import create_model  # deferred: building the victim is only needed here
-
-        recurrent = any(isinstance(m, torch.nn.RNNBase) for m in create_model(observation.model).modules())
-        return {"mode": "sequence"} if recurrent else {}
+        return {"mode": "sequence"} if recurrent(observation.model) else {}
 
     def reconstruct(self, observation: Observation, *, generator: torch.Generator, device: torch.device,
                     progress: Progress) -> Reconstruction:
@@ -333,19 +339,23 @@ class TabularAttack(OptimisationAttack):
         layout = RecordLayout.from_schema(observation_schema(observation), columns=observation.input_shape[-1],
                                           device=matcher.device)
         x = self.start(observation, generator=generator, matcher=matcher)
+        terms = self.terms(layout)
         settings, trace = self.loop_settings(observation), []
         for stage in range(self.config.stages):
             scale = float(self.config.stage_decay) ** -stage
-            trace += optimise(objective=lambda: self.regularised(matcher, x, y, layout, scale=scale),
-                              variables=[x], settings=settings, progress=progress)
+
+            def objective() -> torch.Tensor:
+                loss = matcher(x, y)
+                for weight, term in terms:
+                    loss = loss + scale * weight * term(x)
+                return loss
+
+            trace += optimise(objective=objective, variables=[x], settings=settings, progress=progress)
         final = project(x.detach(), layout) if self.config.project else x.detach()
         return Candidate(final, y, self.score(matcher, final, y), trace)
 
-    def regularised(self, matcher: GradientMatcher, x: torch.Tensor, y: torch.Tensor, layout: RecordLayout,
-                    *, scale: float = 1.0) -> torch.Tensor:
-        loss = matcher(x, y)
-        for name, weight in self.weights.items():
-            if weight:
-                extra = {"eps": float(self.config.tv_eps)} if name == "tv_weight" else {}
-                loss = loss + scale * weight * REGULARIZERS.get(name)(x, layout, **extra)
-        return loss
+    def terms(self, layout: RecordLayout) -> list[tuple[float, Callable[[torch.Tensor], torch.Tensor]]]:
+        """(weight, x -> regularizer) for every weight in use, bound once outside the search loop."""
+        options = {"tv_weight": {"eps": float(self.config.tv_eps)}}  # the smoothing only TV has
+        return [(weight, functools.partial(REGULARIZERS.get(name), layout=layout, **options.get(name, {})))
+                for name, weight in self.weights.items() if weight]

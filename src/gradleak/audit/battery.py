@@ -12,8 +12,6 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from torch import nn
-
 from ..attacks import ATTACKS
 from ..data.schema import RECORD_KINDS
 from ..errors import GradleakError
@@ -181,10 +179,10 @@ PLANS.register("imprint")(Plan(kind="closed-form", weight=1.0, excluded=lambda _
 def _tabular_options(setup: Setup) -> dict[str, Any]:
     """Recurrent victims get the ``sequence`` mode (L-BFGS: its steps cost up to 25 evaluations,
     so the budget's Adam steps / 25, one deterministic start); the rest the study's ``prior`` mode."""
-    options = _iterative("tabular")(setup)
-    from ..models import create_model
+    from ..attacks.tabular import recurrent
 
-    if not any(isinstance(m, nn.RNNBase) for m in create_model(setup.spec).modules()):
+    options = _iterative("tabular")(setup)
+    if not recurrent(setup.spec):
         return options
     steps = max(4, int(options.get("iterations", 2000)) // 25)
     return {"mode": "sequence", "iterations": steps}
