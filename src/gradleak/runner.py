@@ -19,7 +19,7 @@ from .metrics import evaluate_images
 from .observation import GroundTruth, Observation
 from .outdir import write_json
 from .report.plots import save_image_grid, save_loss_plot
-from .data.schema import RECORD_KINDS, RecordSchema
+from .data.schema import RECORD_KINDS, RecordSchema, typical_records
 from .metrics.tabular import NULL_RECORD_METRICS, evaluate_records
 from .metrics.exact import certified_fraction, exact_matched
 from .metrics.features import feature_metrics
@@ -49,10 +49,13 @@ def _record_metrics(reconstruction: Reconstruction, truth: GroundTruth | None, *
     if truth is None:
         return {**NULL_RECORD_METRICS, "note": "no ground truth given: record and label metrics are unavailable"}
     raw = observation.data.get("schema")
+    schema = None if raw is None else RecordSchema.from_json(raw)
+    mean = (observation.data.get("prior") or {}).get("mean")
+    guess = None if schema is None or mean is None else typical_records(schema, mean, shape=tuple(truth.inputs.shape))
     record = evaluate_records(
-        reconstruction=reconstruction.inputs, truth=truth.inputs,
-        schema=None if raw is None else RecordSchema.from_json(raw),
+        reconstruction=reconstruction.inputs, truth=truth.inputs, schema=schema,
         recon_labels=reconstruction.labels, true_labels=truth.labels, confidence=reconstruction.confidence,
+        baseline=guess,
     )
     record["exact_fraction"] = exact_matched(reconstruction.inputs, truth.inputs, data_range=None)
     return record

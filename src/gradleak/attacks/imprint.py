@@ -25,7 +25,7 @@ from ..errors import GradleakError
 from ..models.imprint import ImprintModel
 from ..observation import Observation
 from .base import Attack, Progress, Reconstruction, register_attack
-from .imprint_readout import check_bins, read_bins
+from .imprint_readout import check_bins, read_bins, value_range
 
 
 @dataclass
@@ -81,14 +81,14 @@ class Imprint(Attack):
                    count_tol=cfg.count_tol if steps == 1 else cfg.count_tol_steps)
         progress(1)
         n, shape = observation.num_samples, observation.input_shape
-        lo, hi = float(observation.data.get("min", 0.0)), float(observation.data.get("max", 1.0))
+        lo, hi = value_range(observation, range_tol=0.0)
         singles = [r for r in readings if r.single]
         mixed = sorted((r for r in readings if not r.single), key=lambda r: -abs(r.weight))
         chosen = (singles + mixed)[:n]
-        inputs = torch.full((n, math.prod(shape)), (lo + hi) / 2, dtype=torch.float64)
+        inputs = ((lo + hi) / 2).expand(n, math.prod(shape)).clone()
         labels = torch.zeros(n, dtype=torch.long)
         for slot, r in enumerate(chosen):
-            inputs[slot] = r.image if r.single else r.image.clamp(lo, hi)
+            inputs[slot] = r.image if r.single else torch.clamp(r.image, lo, hi)
             labels[slot] = r.label
         certified = torch.zeros(n, dtype=torch.bool)
         certified[: min(len(singles), n)] = True

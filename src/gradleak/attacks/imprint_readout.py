@@ -24,6 +24,8 @@ as collisions and never counted as recoveries by the attack.
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass
 
 import torch
@@ -97,13 +99,35 @@ def own_weights(model: ImprintModel, images: torch.Tensor, *, num_classes: int) 
     return (model.offset_scale / (bins * model.temperature) * slope).double()
 
 
+RECORD_RANGE_SLACK = 0.5  # records: clients' values may leave the attacker's own column range by half of it
+
+
+def value_range(observation: Observation, *, range_tol: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(lower, upper) bounds a genuine sample stays within, per input entry (flattened) or as scalars.
+
+    Images: the data's range, widened by ``range_tol`` of it (rounding). Health records have no
+    common range (standardised columns, 0/1 flags): each column's range on the attacker's own
+    records, widened by :data:`RECORD_RANGE_SLACK` of it, since the clients' records are others."""
+    from ..data.schema import RECORD_KINDS
+
+    prior = observation.data.get("prior") or {}
+    if observation.data.get("kind") in RECORD_KINDS and "min" in prior and "max" in prior:
+        lo = torch.as_tensor(prior["min"], dtype=torch.float64)
+        hi = torch.as_tensor(prior["max"], dtype=torch.float64)
+        repeat = math.prod(observation.input_shape) // lo.numel()  # time series: the columns at every step
+        slack = RECORD_RANGE_SLACK * (hi - lo) + range_tol
+        return (lo - slack).repeat(repeat), (hi + slack).repeat(repeat)
+    lo, hi = float(observation.data.get("min", 0.0)), float(observation.data.get("max", 1.0))
+    margin = range_tol * (hi - lo)
+    return torch.tensor(lo - margin, dtype=torch.float64), torch.tensor(hi + margin, dtype=torch.float64)
+
+
 def check_bins(readings: list[BinReading], observation: Observation, model: ImprintModel, *,
                range_tol: float, count_tol: float) -> None:
     """Fill in each reading's checks (in place); the model is the crafted one the server sent."""
     if not readings:
         return
-    lo, hi = float(observation.data.get("min", 0.0)), float(observation.data.get("max", 1.0))
-    margin = range_tol * (hi - lo)
+    lo, hi = value_range(observation, range_tol=range_tol)
     weight = model.imprint.weight.detach().double()
     bias = model.imprint.bias.detach().double()
     gaps = (bias[:-1] - bias[1:]).abs()
@@ -114,7 +138,7 @@ def check_bins(readings: list[BinReading], observation: Observation, model: Impr
                       num_classes=max(observation.model.num_classes, 2))
     factors = sample_factors(observation)
     for j, r in enumerate(readings):
-        r.in_range = bool(((images[j] >= lo - margin) & (images[j] <= hi + margin)).all())
+        r.in_range = bool(((images[j] >= lo) & (images[j] <= hi)).all())
         i = r.bin
         below = z[j, i] >= -0.5 * float(gaps[i - 1] if i > 0 else gaps[0])
         above = i + 1 >= len(bias) or z[j, i + 1] <= 0.5 * float(gaps[i])
@@ -127,13 +151,14 @@ def check_bins(readings: list[BinReading], observation: Observation, model: Impr
     _drop_repeats(readings, tol=range_tol * (hi - lo))
 
 
-def _drop_repeats(readings: list[BinReading], *, tol: float) -> None:
-    """A sample read out at two boundaries (rows that are not nested, e.g. perturbed) is one recovery."""
+def _drop_repeats(readings: list[BinReading], *, tol: torch.Tensor) -> None:
+    """A sample read out at two boundaries (rows that are not nested, e.g. perturbed) is one recovery
+    (``tol``: per entry, or one for all)."""
     kept: list[torch.Tensor] = []
     for r in readings:
         if not r.single:
             continue
-        if any(float((r.image - k).abs().max()) <= tol for k in kept):
+        if any(bool(((r.image - k).abs() <= tol).all()) for k in kept):
             r.single = False
         else:
             kept.append(r.image)

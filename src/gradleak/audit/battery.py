@@ -42,6 +42,9 @@ class Plan:
     # a reason the attack does not apply to this setup, or None
     excluded: Callable[[Setup], str | None] = lambda _s: None
     options: Callable[[Setup], dict[str, Any]] = lambda _s: {}  # attack options under the setup's budget
+    # runs at every batch size like a closed-form attack (the budget's iterative limit is for attacks whose
+    # runs grow to minutes there and recover nothing; the record ensemble stays within a minute and still leaks)
+    any_batch: bool = False
 
     def cost(self, setup: Setup, iterations: int) -> float:
         return self.weight * iterations
@@ -191,6 +194,26 @@ def _tabular_options(setup: Setup) -> dict[str, Any]:
 PLANS.register("tabular")(Plan(kind="optimisation", weight=1.0, excluded=_records_only, options=_tabular_options))
 
 
+def _tableak_options(setup: Setup) -> dict[str, Any]:
+    """The budget's iterations per ensemble member (the attack's own default otherwise)."""
+    return {k: v for k, v in _iterative("tableak")(setup).items() if k == "iterations"}
+
+
+def _flat_records_only(setup: Setup) -> str | None:
+    reason = _records_only(setup)
+    if reason:
+        return reason
+    from ..attacks.tabular import recurrent
+
+    return "relaxes flat table rows; a recurrent victim's time series go to tabular's sequence mode" \
+        if recurrent(setup.spec) else None
+
+
+# every member costs its iterations: weight = members (8) per iteration of the budget
+PLANS.register("tableak")(Plan(kind="optimisation", weight=8.0, excluded=_flat_records_only, options=_tableak_options,
+                               any_batch=True))
+
+
 @dataclass(frozen=True)
 class Entry:
     """One attack of the battery: its registry name, plan and options (or why it is skipped)."""
@@ -200,6 +223,7 @@ class Entry:
     options: dict[str, Any]
     skipped: str | None  # reason, or None when the attack runs
     weight: float = 1.0
+    any_batch: bool = False  # runs at every batch size (closed-form attacks always do)
 
     def iterations(self) -> int:
         cfg = ATTACKS.get(self.name).Config(**self.options)
@@ -221,7 +245,8 @@ def battery(setup: Setup, *, only: list[str] | None = None) -> list[Entry]:
             continue
         plan = PLANS.get(name)
         reason = "not requested (--attacks)" if only is not None and name not in only else plan.excluded(setup)
-        entries.append(Entry(name, plan.kind, {} if reason else plan.options(setup), reason, plan.weight))
+        entries.append(Entry(name, plan.kind, {} if reason else plan.options(setup), reason, plan.weight,
+                             plan.any_batch))
     if not any(e.skipped is None for e in entries):
         raise GradleakError("no attack of the battery applies to this setup: " +
                             "; ".join(f"{e.name}: {e.skipped}" for e in entries if only is None or e.name in only))

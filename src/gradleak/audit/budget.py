@@ -45,13 +45,14 @@ def _register(budget: Budget, description: str) -> None:
 
 _register(Budget(
     name="quick", batch_sizes=(1, 4), seeds=1, iterative_max_batch=4,
-    iterations={"idlg": 40, "dlg": 40, "ig": 200, "cinet": 100, "giz": 100, "gias": 100},
+    iterations={"idlg": 40, "dlg": 40, "ig": 200, "cinet": 100, "giz": 100, "gias": 100, "tabular": 300,
+                "tableak": 200},
     defenses=("none", "noise:0.01", "prune:0.9"), defense_rounds=4, defense_victims=1, defense_iterations=100,
     reference_steps=100,
 ), "smoke test: two batch sizes, one seed, short attacks (about a minute)")
 _register(Budget(
     name="standard", batch_sizes=(1, 2, 4, 8, 16, 32), seeds=2, iterative_max_batch=8,
-    iterations={"idlg": 60, "dlg": 60, "ig": 400, "cinet": 200, "giz": 300, "gias": 300},
+    iterations={"idlg": 60, "dlg": 60, "ig": 400, "cinet": 200, "giz": 300, "gias": 300, "tableak": 500},
     defense_rounds=10, defense_victims=2, defense_iterations=200, reference_steps=200,
 ), "the default: batch sizes 1-32 (iterative attacks up to 8), two seeds, a four-point defense sweep (about five minutes on 2 cores)")
 _register(Budget(

@@ -28,8 +28,21 @@ from ..sweep.aggregate import mean_std
 from .battery import Entry
 from .progress import AuditProgress
 
-SCORES = ("psnr", "ssim", "fsim", "mse", "label_count_accuracy", "seconds", "mismatch",  # labels as a multiset
+IMAGE_SCORES = ("psnr", "ssim", "fsim", "mse")
+# health records (metrics.tabular): accuracy per variable kind, and of the attacker's most / least confident quarter
+RECORD_SCORES = ("feature_accuracy", "continuous_accuracy", "categorical_accuracy", "mask_accuracy", "similarity",
+                 "fmse", "confidence_q4_accuracy", "confidence_q1_accuracy",
+                 "baseline_feature_accuracy", "confidence_q4_baseline")  # a blind guess's, on the same values
+SCORES = (*IMAGE_SCORES, *RECORD_SCORES, "label_count_accuracy", "seconds", "mismatch",  # labels as a multiset
           "exact_fraction", "certified_fraction")  # exact attacks: share recovered exactly / certified by the attacker
+CURVE_SCORES = ("psnr", "ssim", *RECORD_SCORES, "label_count_accuracy")  # the attacker's pick per batch size
+
+
+def shown(inputs: torch.Tensor, observation: Observation) -> torch.Tensor:
+    """What a picture shows: images clamped to [0, 1]; records (standardised values) as they are."""
+    from ..data.schema import RECORD_KINDS
+
+    return inputs if observation.data.get("kind") in RECORD_KINDS else inputs.clamp(0, 1)
 
 
 @dataclass
@@ -49,6 +62,8 @@ class AttackRecords:
     records: list[dict[str, Any]] = field(default_factory=list)  # one per (attack, batch size, seed)
     # batch size -> {"truth": tensor, attack name: aligned reconstruction} for the first seed
     pictures: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict)
+    # batch size -> {attack name: its confidence per variable, aligned} for attacks that state one (records)
+    confidence: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict)
 
 
 def batch_scale(batch_size: int) -> float:
@@ -87,13 +102,16 @@ def attack_units(entry: Entry, batch_size: int) -> float:
 
 
 def runs_at(entry: Entry, batch_size: int, max_iterative_batch: int | None) -> bool:
-    """Closed-form attacks run at every batch size; iterative ones up to the budget's limit."""
-    return entry.kind == "closed-form" or max_iterative_batch is None or batch_size <= max_iterative_batch
+    """Closed-form attacks (and plans marked ``any_batch``) run at every batch size; iterative ones up to the
+    budget's limit."""
+    return (entry.kind == "closed-form" or entry.any_batch or max_iterative_batch is None
+            or batch_size <= max_iterative_batch)
 
 
 def attack_cell(name: str, options: dict[str, Any], observation: Observation, truth: GroundTruth, seed: int,
-                device: str, keep: bool, *, progress: Any) -> tuple[dict[str, Any], torch.Tensor | None]:
-    """One run of the battery: (record fields, the aligned reconstruction when ``keep``).
+                device: str, keep: bool, *, progress: Any) -> tuple[dict[str, Any], tuple[torch.Tensor, Any] | None]:
+    """One run of the battery: (record fields, (the aligned reconstruction, its aligned confidence or None)
+    when ``keep``).
 
     Top-level and self-contained (its own generator from ``seed``), so it can run in a worker
     process with the same result. Failures are recorded, never fatal.
@@ -109,7 +127,9 @@ def attack_cell(name: str, options: dict[str, Any], observation: Observation, tr
                       label_method=recon.label_method,
                       mismatch=update_mismatch(observation, recon.inputs, recon.labels))
         if keep:
-            picture = recon.inputs.clamp(0, 1)[torch.as_tensor(metrics["assignment"])]
+            order = torch.as_tensor(metrics["assignment"])
+            picture = (shown(recon.inputs, observation)[order],
+                       None if recon.confidence is None else recon.confidence.detach().cpu()[order])
     except (GradleakError, RuntimeError, ValueError) as exc:  # one failing attack never ends the audit
         record.update(status="error", error=f"{exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
     return record, picture
@@ -128,7 +148,7 @@ def attack_stage(trials: Sequence[Trial], entries: Sequence[Entry], *, progress:
     cells = [(t, e) for t in trials for e in runnable if runs_at(e, t.batch_size, max_iterative_batch)]
     for t in trials:
         if first_seed[t.batch_size] == t.seed:
-            out.pictures[t.batch_size] = {"truth": t.truth.inputs.clamp(0, 1)}
+            out.pictures[t.batch_size] = {"truth": shown(t.truth.inputs, t.observation)}
     jobs = [(attack_cell, (e.name, e.options, t.observation, t.truth, t.seed, device,
                            first_seed[t.batch_size] == t.seed)) for t, e in cells]
     units = [attack_units(e, t.batch_size) for t, e in cells]
@@ -150,7 +170,9 @@ def attack_stage(trials: Sequence[Trial], entries: Sequence[Entry], *, progress:
     for (t, e), (fields, picture) in zip(cells, results):
         record = {"attack": e.name, "kind": e.kind, "batch_size": t.batch_size, "seed": t.seed, **fields}
         if picture is not None:
-            out.pictures[t.batch_size][e.name] = picture
+            out.pictures[t.batch_size][e.name] = picture[0]
+            if picture[1] is not None:
+                out.confidence.setdefault(t.batch_size, {})[e.name] = picture[1]
         by_trial[id(t)].append(record)
     for t in trials:
         trial_records = by_trial.get(id(t), [])
@@ -197,13 +219,14 @@ def attacker_curve(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     for b in sorted(by_batch):
         chosen = by_batch[b]
         row: dict[str, Any] = {"batch_size": b, "seeds": len(chosen), "attacks": sorted({r["attack"] for r in chosen})}
-        for k in ("psnr", "ssim", "label_count_accuracy"):
+        for k in CURVE_SCORES:
             row[k], row[f"{k}_std"] = mean_std([r.get(k) for r in chosen])
         rows.append(row)
     return rows
 
 
-def worst_case(summary: Sequence[dict[str, Any]], *, metric: str = "ssim") -> list[dict[str, Any]]:
+def worst_case(summary: Sequence[dict[str, Any]], *, metric: str = "ssim",
+               also: Sequence[str] = ("psnr",)) -> list[dict[str, Any]]:
     """Per batch size, the attack with the highest mean ``metric`` *scored with the private data*.
 
     The defender's worst case: an upper bound the attacker cannot select by itself (it does not
@@ -214,4 +237,4 @@ def worst_case(summary: Sequence[dict[str, Any]], *, metric: str = "ssim") -> li
         if r.get(metric) is not None and (r["batch_size"] not in best or r[metric] > best[r["batch_size"]][metric]):
             best[r["batch_size"]] = r
     return [{"batch_size": b, "attack": r["attack"], metric: r[metric], f"{metric}_std": r[f"{metric}_std"],
-             "psnr": r.get("psnr"), "psnr_std": r.get("psnr_std")} for b, r in sorted(best.items())]
+             **{k: r.get(k) for a in also for k in (a, f"{a}_std")}} for b, r in sorted(best.items())]

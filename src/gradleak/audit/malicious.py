@@ -67,8 +67,9 @@ def malicious_stage(settings: AuditSettings, spec: ModelSpec, *, sizes: tuple[in
             "client_split": split.rule, "skipped": skipped, "_picture": picture}
 
 
-def malicious_findings(stage: dict[str, Any] | None) -> tuple[list[str], list[str]]:
-    """(findings, actions) the verdict adds for a malicious server."""
+def malicious_findings(stage: dict[str, Any] | None, *,
+                       exact_rule: str = "PSNR >= 60 dB") -> tuple[list[str], list[str]]:
+    """(findings, actions) the verdict adds for a malicious server (``exact_rule``: what counts as verbatim)."""
     if not stage or not stage["rows"]:
         return [], []
     agg = [r for r in stage["rows"] if r["clients"] > 1]
@@ -77,10 +78,12 @@ def malicious_findings(stage: dict[str, Any] | None) -> tuple[list[str], list[st
     caught = all(r["inspect_refuses"] for r in stage["rows"])
     one = ", ".join("%.0f%% at batch %d" % ((r["exact_fraction"] or 0) * 100, r["batch_size"]) for r in alone)
     many = ", ".join("%.0f%% of %d" % ((r["exact_fraction"] or 0) * 100, r["samples"]) for r in agg)
+    stops = "secure aggregation does not stop it" if (worst["exact_fraction"] or 0) > 0 else \
+        "no sample was recovered here, with or without secure aggregation"
     findings = [
         f"Malicious server: a crafted model (imprint block, {stage['bins']} bins) recovers patients' samples verbatim "
-        f"(PSNR >= 60 dB): {one or 'not measured'} from one client, and {many or 'not measured'} through secure "
-        f"aggregation of {stage['clients']} clients - secure aggregation does not stop it."]
+        f"({exact_rule}): {one or 'not measured'} from one client, and {many or 'not measured'} through secure "
+        f"aggregation of {stage['clients']} clients - {stops}."]
     actions = []
     if (worst["exact_fraction"] or 0) > 0:
         actions.append(

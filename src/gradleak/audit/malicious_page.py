@@ -16,7 +16,7 @@ def _pct(v: float | None) -> str:
 
 
 def malicious_section(page: HtmlReport, tmp: Path, stage: dict[str, Any],
-                      picture: dict[str, torch.Tensor] | None) -> None:
+                      picture: dict[str, torch.Tensor] | None, *, exact_rule: str = "PSNR >= 60 dB") -> None:
     if not stage["rows"]:
         page.paragraph(f"Not measured: {stage.get('skipped')}.", css="muted")
         return
@@ -27,7 +27,7 @@ def malicious_section(page: HtmlReport, tmp: Path, stage: dict[str, Any],
         "front of your model. Clients train on it as usual; the server reads every sample that was alone in its bin "
         "out of the update in closed form - and a sum of updates (secure aggregation) is read like a single one. "
         f"Public data: {stage['client_split']}.")
-    page.table(["batch per client", "clients (secure aggregation)", "samples N", "recovered exactly (PSNR >= 60 dB)",
+    page.table(["batch per client", "clients (secure aggregation)", "samples N", f"recovered exactly ({exact_rule})",
                 "attacker-certified", "expected (1 - 1/bins)^(N-1)", "gradleak inspect"],
                [[r["batch_size"], r["clients"] if r["clients"] > 1 else "1 (none)", r["samples"],
                  _pct(r["exact_fraction"]), _pct(r["certified_fraction"]), _pct(r["expected"]),

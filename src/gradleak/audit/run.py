@@ -19,20 +19,18 @@ import torch
 
 from .. import __version__
 from ..data import load_dataset
-from ..data.schema import RECORD_KINDS
 from ..errors import GradleakError
 from ..models import complete_spec
 from ..models.base import ModelSpec
 from ..outdir import atomic_directory, write_json
 from .battery import Entry, Setup, battery
 from .buffers import buffer_leak
-from .leakage import (Trial, attack_stage, attack_units, runs_at, attacker_curve, blind_guess_psnr, label_stage,
-                      mean_std, summarise, worst_case)
+from .kinds import kind_of
+from .leakage import Trial, attack_stage, attack_units, runs_at, attacker_curve, label_stage, summarise, worst_case
 from .progress import AuditProgress
 from .protection import defense_stage, defense_units, sweep_attacks, with_cost
 from .settings import SMALL_MODEL, AuditSettings
 from .structure import rank_stage
-from .verdict import verdict
 
 THREATS = ("honest", "malicious")  # audit threat models: malicious adds the crafted-model section
 SIMULATION_UNITS = 5.0  # progress units per simulated client round (the first one also loads data)
@@ -91,12 +89,12 @@ def usable_defenses(settings: AuditSettings, spec: ModelSpec, specs: Sequence[st
     return kept, skipped
 
 
-def check(settings: AuditSettings) -> tuple[Any, ModelSpec, list[Entry], list[str]]:
-    """Validate everything cheap to validate; returns (dataset, model spec, battery, defense specs)."""
+def check(settings: AuditSettings) -> tuple[AuditSettings, Any, ModelSpec, list[Entry], list[str]]:
+    """Validate everything cheap to validate; returns (settings with the data kind's defaults filled in,
+    dataset, model spec, battery, defense specs)."""
     budget = settings.plan  # unknown budget names list the valid ones
-    sizes = settings.resolved_batch_sizes()
-    if any(b < 1 for b in sizes):
-        raise GradleakError(f"batch sizes must be >= 1, got {list(sizes)}")
+    if settings.batch_sizes is not None and any(b < 1 for b in settings.batch_sizes):
+        raise GradleakError(f"batch sizes must be >= 1, got {list(settings.batch_sizes)}")
     if settings.seeds is not None and settings.seeds < 1:
         raise GradleakError(f"--seeds must be >= 1, got {settings.seeds}")
     if settings.threads is not None and settings.threads < 1:
@@ -109,9 +107,15 @@ def check(settings: AuditSettings) -> tuple[Any, ModelSpec, list[Entry], list[st
         raise GradleakError(f"--trained-steps must be >= 0, got {settings.trained_steps}")
     data = load_dataset(settings.dataset, data_root=settings.data_root, image_size=settings.image_size,
                         grayscale=settings.grayscale)
-    if data.kind in RECORD_KINDS:
-        raise GradleakError(f"gradleak audit covers image data; {settings.dataset!r} holds {data.kind} records "
-                            "(use `gradleak attack --attack tabular` or `gradleak sweep` for records)")
+    kind = kind_of(data.kind)
+    if kind.defenses_skipped and settings.defenses:
+        raise GradleakError(f"--defenses: {kind.defenses_skipped} ({settings.dataset!r} holds {data.kind} records); "
+                            "omit --defenses")
+    settings = dataclasses.replace(
+        settings, model=settings.model or kind.default_model,
+        batch_sizes=settings.batch_sizes or (kind.batch_sizes or {}).get(budget.name),
+        defenses=[] if kind.defenses_skipped else settings.defenses)
+    sizes = settings.resolved_batch_sizes()
     if max(sizes) > len(data):
         raise GradleakError(f"batch size {max(sizes)} exceeds the {len(data)} samples of {settings.dataset!r}")
     spec = complete_spec(ModelSpec(name=settings.model, input_shape=data.input_shape, num_classes=data.num_classes,
@@ -128,7 +132,7 @@ def check(settings: AuditSettings) -> tuple[Any, ModelSpec, list[Entry], list[st
         specs, _ = usable_defenses(settings, spec, specs)
     entries = battery(Setup(spec=spec, protocol=settings.protocol, data_kind=data.kind, prior=settings.prior,
                             budget=budget), only=settings.attacks)
-    return data, spec, entries, specs
+    return settings, data, spec, entries, specs
 
 
 def _exclusion(settings: AuditSettings, entries: Sequence[Entry]):
@@ -149,7 +153,8 @@ def run_audit(settings: AuditSettings, *, out: str | Path, show_progress: bool =
     """Audit the deployment described by ``settings``; writes ``out`` atomically; returns results.json."""
     from ..scenario import simulate
 
-    data, spec, entries, specs = check(settings)
+    settings, data, spec, entries, specs = check(settings)
+    kind = kind_of(data.kind)
     sizes, seeds = settings.resolved_batch_sizes(), settings.resolved_seeds()
     runnable = [e for e in entries if e.skipped is None]
     planned = (len(sizes) * len(seeds) * SIMULATION_UNITS + settings.trained_steps * len(sizes) * len(seeds)
@@ -192,10 +197,9 @@ def run_audit(settings: AuditSettings, *, out: str | Path, show_progress: bool =
                                    max_iterative_batch=settings.plan.iterative_max_batch, workers=workers)
             summary, curve = summarise(attacks.records), attacker_curve(attacks.records)
             buffers = buffer_leak([t.observation for t in trials])
-            bound = worst_case(summary)
+            bound = worst_case(summary, metric=kind.metric, also=kind.also)
             timings["attacks"] = time.perf_counter() - clock
-            means = data.inputs.float().mean(dim=(0, 2, 3))
-            baseline, _ = mean_std([blind_guess_psnr(t, means) for t in trials if t.batch_size == sizes[0]])
+            baseline = kind.baseline([t for t in trials if t.batch_size == sizes[0]], data)
 
             sweep = None
             if specs:
@@ -221,9 +225,10 @@ def run_audit(settings: AuditSettings, *, out: str | Path, show_progress: bool =
                 "settings": settings.to_json(), "budget": dataclasses.asdict(settings.plan),
                 "model": spec.to_json(), "dataset": {"name": data.name, "source": data.source, "samples": len(data),
                                                      "shape": list(data.input_shape), "classes": list(data.class_names)},
-                "verdict": verdict(curve=curve, worst=bound, labels=labels, baseline=baseline, rank=rank,
-                                   defenses=defense_rows, dataset=settings.dataset, malicious=malicious,
-                                   summary=summary, buffers=buffers),
+                "data_kind": data.kind, "schema": data.meta.get("schema"), "defenses_skipped": kind.defenses_skipped,
+                "verdict": kind.verdict(curve=curve, worst=bound, labels=labels, baseline=baseline, rank=rank,
+                                        defenses=defense_rows, dataset=settings.dataset, malicious=malicious,
+                                        summary=summary, buffers=buffers, defenses_skipped=kind.defenses_skipped),
                 "rank": rank, "labels": labels, "buffers": buffers, "battery": [e.to_json() for e in entries],
                 "attacks": {"records": attacks.records, "summary": summary, "attacker_choice": curve,
                             "worst_case": bound},
@@ -235,12 +240,10 @@ def run_audit(settings: AuditSettings, *, out: str | Path, show_progress: bool =
                                                         "reference_accuracy": sweep.reference_accuracy},
                 "malicious": malicious, "timings": timings, "environment": _environment(),
             }
-            from .page import write_report
-
             with progress.task("report", "pictures and report.html", units=0):
                 result["timings"]["total"] = time.perf_counter() - started
-                write_report(tmp, result=result, pictures=attacks.pictures, sweep=sweep,
-                             malicious_picture=malicious_picture)
+                kind.report(tmp, result=result, pictures=attacks.pictures, confidence=attacks.confidence, sweep=sweep,
+                            malicious_picture=malicious_picture)
                 write_json(tmp / "results.json", result)
     finally:
         progress.close()

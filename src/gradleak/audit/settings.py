@@ -18,9 +18,11 @@ class AuditSettings:
     """The audited federated setup and the audit's budget (``gradleak audit`` options)."""
 
     dataset: str = "histology"  # dataset registry name: the embedded histology patches need no download
-    model: str = "lenet"  # victim model registry name (DLG's LeNet: the classic undefended victim)
+    # victim model registry name; None = the data kind's default: DLG's LeNet (the classic undefended victim)
+    # for images, the MLP for health records
+    model: str | None = None
     budget: str = "standard"  # quick | standard | thorough (see gradleak.audit.budget)
-    batch_sizes: tuple[int, ...] | None = None  # client batch sizes probed; None = the budget's
+    batch_sizes: tuple[int, ...] | None = None  # client batch sizes probed; None = the budget's (records: audit.kinds)
     seeds: int | None = None  # seeds per setting; None = the budget's
     protocol: Protocol = field(default_factory=Protocol)  # what clients share: fedsgd gradient (default) or fedavg
     trained_steps: int = 0  # pre-train the global model (0 = the first round, the attacker's best moment)

@@ -23,7 +23,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="your own Python file or module that registers models/datasets (repeatable; see docs/tutorial.md)")
     g = p.add_argument_group("the audited setup")
     g.add_argument("--dataset", default="histology", help="dataset name (default histology, embedded; see `gradleak datasets`)")
-    g.add_argument("--model", default="lenet", help="victim model (default lenet; see `gradleak models`)")
+    g.add_argument("--model", default=None,
+                   help="victim model (default lenet for images, mlp for health records; see `gradleak models`)")
     g.add_argument("--batch-sizes", type=int, nargs="+", default=None, metavar="B",
                    help="client batch sizes to probe (default: the budget's, e.g. 1 2 4 8)")
     g.add_argument("--protocol", default="fedsgd", help="fedsgd (one gradient, default) or fedavg (local steps)")

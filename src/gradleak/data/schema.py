@@ -185,6 +185,20 @@ def column_statistics(records: torch.Tensor) -> dict[str, list[float]]:
             "max": flat.max(0).values.tolist()}
 
 
+def typical_records(schema: RecordSchema, mean: Any, *, shape: tuple[int, ...]) -> torch.Tensor:
+    """The blind guess of ``shape`` records: every record at the attacker's column means, each
+    one-hot group at its most frequent category and each binary column rounded. What an attacker
+    that ignores the update gets right is the baseline every record score is read against."""
+    guess = torch.as_tensor(mean, dtype=torch.float32).clone()
+    if guess.shape != (schema.num_columns,):
+        raise DataError(f"the column means have {tuple(guess.shape)} entries, the schema {schema.num_columns} columns")
+    for start, stop in schema.groups():
+        guess[start:stop] = torch.nn.functional.one_hot(guess[start:stop].argmax(), stop - start).float()
+    flags = schema.column_mask("binary")
+    guess[flags] = (guess[flags] > 0.5).float()
+    return guess.expand(shape).clone()
+
+
 def public_knowledge(data: "Dataset", *, own: "Dataset") -> dict:
     """What a server knows about a record domain besides the update: the column layout and
     Gaussian statistics of its own records ``own`` (the attacker's split, never the clients').

@@ -84,7 +84,7 @@ def run_round(config: MaliciousRound, *, public: torch.Tensor, exclude: torch.Te
     report = inspect_state({**observation.parameters, **observation.buffers})
     n = observation.num_samples
     return {**config.to_json(), "samples": n, "exact_fraction": metrics["exact_fraction"],
-            "certified_fraction": metrics["certified_fraction"], "psnr": metrics["psnr"],
+            "certified_fraction": metrics["certified_fraction"], "psnr": metrics.get("psnr"),
             "expected_alone": expected_alone(samples=n, bins=config.craft.bins), "attack_seconds": seconds,
             "inspect_alarm": report.alarm, "notes": reconstruction.notes, "_truth": truth.inputs,
             "_reconstruction": reconstruction.inputs[torch.as_tensor(metrics["assignment"])]}

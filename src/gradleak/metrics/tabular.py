@@ -13,7 +13,11 @@ binary columns 0/1), where the medical replication study reports them:
 - ``confidence_q1_accuracy`` .. ``confidence_q4_accuracy``: when the attack states its own
   confidence per variable (tableak), the variables ranked by it and cut into four equal parts,
   q1 the least and q4 the most confident, and the feature accuracy within each part (ties in
-  confidence keep column order). A useful confidence has q4 well above q1.
+  confidence keep column order). A useful confidence has q4 well above q1;
+- ``baseline_feature_accuracy`` (and ``confidence_q1_baseline`` .. ``q4``): given a blind guess
+  (``data.schema.typical_records``: the attacker's column means and most frequent categories), its
+  accuracy overall and on the same confidence quarters: the share an attacker gets right without
+  the update (many binary columns are mostly 0), so a score means something only above it.
 """
 
 from __future__ import annotations
@@ -97,11 +101,13 @@ def evaluate_records(
     true_labels: LabelsLike | None = None,
     tolerance: float = CONTINUOUS_TOLERANCE,
     confidence: Tensor | None = None,
+    baseline: Tensor | None = None,
 ) -> dict[str, Any]:
     """Flat metrics for ``metrics.json``; ``assignment[i]`` is the reconstruction matched to truth ``i``.
 
     Without a schema every column counts as continuous. ``confidence`` (the attack's, shaped
-    ``reconstruction.shape[:-1] + (variables,)``) adds the accuracy per confidence quartile.
+    ``reconstruction.shape[:-1] + (variables,)``) adds the accuracy per confidence quartile;
+    ``baseline`` (a blind guess shaped like ``truth``, rows in truth order) adds its accuracy.
     """
     require_same_shape(reconstruction, truth)
     require_finite("reconstruction", reconstruction)
@@ -127,9 +133,17 @@ def evaluate_records(
         "assignment": perm.tolist(),
         "label_accuracy": None,
     }
+    base_hits = None
+    if baseline is not None:
+        require_same_shape(baseline, truth)
+        base_hits = hit_matrix(baseline.detach().cpu(), true, schema, tolerance=tolerance)
+        record["baseline_feature_accuracy"] = _share(base_hits)
     if confidence is not None:
         conf = confidence.detach().cpu()[perm].reshape(-1, len(schema.features))
         record.update(confidence_quartiles(hit_matrix(matched, true, schema, tolerance=tolerance), conf))
+        if base_hits is not None:
+            record.update({k.replace("_accuracy", "_baseline"): v for k, v in
+                           confidence_quartiles(base_hits.reshape(conf.shape), conf).items() if k.endswith("_accuracy")})
     if recon_labels is not None and true_labels is not None:
         record["label_accuracy"] = label_accuracy(recon_labels, true_labels, perm)
     return record
@@ -137,5 +151,5 @@ def evaluate_records(
 
 NULL_RECORD_METRICS = {
     "fmse": None, "similarity": None, "feature_accuracy": None, "continuous_accuracy": None,
-    "categorical_accuracy": None, "mask_accuracy": None, "label_accuracy": None,
+    "categorical_accuracy": None, "mask_accuracy": None, "label_accuracy": None, "baseline_feature_accuracy": None,
 }
