@@ -79,9 +79,12 @@ def layer_chain(model: nn.Module, *, input_shape: tuple[int, ...]) -> list[Chain
     """The model's (linear map, activation) chain, checked against its own forward pass."""
     calls: list[tuple[str, nn.Module, tuple[int, ...], tuple[int, ...]]] = []
     names = {id(m): n for n, m in model.named_modules()}
+    def shape(value: object) -> tuple[int, ...]:  # recurrent layers return (output, state): not a chain link
+        return tuple(value.shape[1:]) if isinstance(value, torch.Tensor) else ()
+
     hooks = [
         m.register_forward_hook(
-            lambda mod, inp, out: calls.append((names[id(mod)], mod, tuple(inp[0].shape[1:]), tuple(out.shape[1:])))
+            lambda mod, inp, out: calls.append((names[id(mod)], mod, shape(inp[0]), shape(out)))
         )
         for m in model.modules()
         if not list(m.children())

@@ -90,7 +90,10 @@ def _pictures(page: HtmlReport, tmp: Path, result: dict[str, Any], pictures: dic
     records = result["attacks"]["records"]
     limit = (result.get("budget") or {}).get("iterative_max_batch")
     for b in shown_batches(sorted(pictures), limit):
-        seed = min(r["seed"] for r in records if r["batch_size"] == b)
+        seeds = [r["seed"] for r in records if r["batch_size"] == b]
+        if not seeds:  # no attack of the battery ran at this batch size
+            continue
+        seed = min(seeds)
         pick = next((r for r in records if r["batch_size"] == b and r["seed"] == seed and r.get("chosen")), None)
         truth = pictures[b].get("truth")
         if pick is None or pick["attack"] not in pictures[b] or truth is None:
