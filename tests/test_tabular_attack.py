@@ -310,3 +310,23 @@ def test_recurrent_victims_get_the_sequence_mode_unless_the_user_chose_one():
     for chosen in ({"mode": "prior"}, {"iterations": 50}, {"optimizer": "adam"}):  # the user's schedule wins
         assert for_victim("tabular", chosen, gru) == chosen
     assert for_victim("tabular", {}, mlp) == {} and for_victim("ig", {}, gru) == {}
+
+
+def test_flat_tables_at_larger_batches_get_restarts_whose_agreement_is_the_confidence():
+    from gradleak.attacks.base import for_victim
+    from gradleak.attacks.tabular import ENSEMBLE_RESTARTS, restart_agreement
+    from gradleak.data.schema import build_schema
+
+    observation, truth = simulate(Scenario(dataset="gbsg2", model="mlp", batch_size=8, seed=0))
+    assert for_victim("tabular", {}, observation) == {"restarts": ENSEMBLE_RESTARTS}
+    assert for_victim("tabular", {"restarts": 1}, observation) == {"restarts": 1}  # the user's choice wins
+    rec = create_attack("tabular", restarts=2, iterations=60).run(observation, generator=torch.Generator().manual_seed(0))
+    assert rec.confidence is not None and rec.confidence.shape == (8, len(observation.data["schema"]["features"]))
+    assert bool(((rec.confidence >= 0) & (rec.confidence <= 1)).all())
+    # agreement on a constructed ensemble: identical members are fully confident, a split vote is not
+    schema = build_schema([("age", "continuous", ()), ("sex", "binary", ())], time_steps=None)
+    a = torch.tensor([[0.0, 1.0], [3.0, 0.0]])
+    b = torch.tensor([[3.0, 0.0], [0.5, 0.0]])  # sample order swapped; first sample's age off by 0.5, sex flipped
+    conf = restart_agreement([a, a.clone(), b], schema=schema, chosen=0)
+    assert conf[1].tolist() == pytest.approx([1.0, 1.0])  # the second sample: every member agrees
+    assert conf[0, 0] < 0.5 and 0 < conf[0, 1] < 1  # the first: continuous spread, 2 of 3 votes on sex

@@ -264,6 +264,22 @@ def project(x: torch.Tensor, layout: RecordLayout) -> torch.Tensor:
     return out
 
 
+ENSEMBLE_BATCH = 8  # from this batch size on, a flat table gets ENSEMBLE_RESTARTS restarts by default
+ENSEMBLE_RESTARTS = 4  # ... whose agreement tells the attacker which values to trust
+
+
+def restart_agreement(members: list[torch.Tensor], *, schema: RecordSchema, chosen: int) -> torch.Tensor:
+    """Confidence per variable of restart ``chosen``'s records: the restarts, matched to its samples,
+    vote as in TabLeak's pooling (:mod:`.tableak.pool`); their agreement is the confidence."""
+    from .tableak.pool import pool  # tableak builds on this module; its pooling needs nothing from it
+
+    out = pool(members, schema=schema, reference=chosen, spread_scale=CONTINUOUS_SPREAD)
+    return out.confidence.float()
+
+
+CONTINUOUS_SPREAD = 0.1  # continuous confidence exp(-spread / 0.1): 0.1 std is the accuracy tolerance
+
+
 def recurrent(spec: ModelSpec) -> bool:
     """Whether the victim reads records through a GRU/LSTM (the ``sequence`` mode's victims)."""
     from ..models import create_model  # deferred: building the victim is only needed here
@@ -283,19 +299,31 @@ class TabularAttack(OptimisationAttack):
 
     @classmethod
     def victim_options(cls, observation: Observation, options: dict[str, Any]) -> dict[str, Any]:
-        """Recurrent victims get mode ``sequence`` unless the user chose a mode or its schedule."""
-        if any(k in options for k in ("mode", *MODE_FIELDS)):
-            return {}
-        return {"mode": "sequence"} if recurrent(observation.model) else {}
+        """Recurrent victims get mode ``sequence`` unless the user chose a mode or its schedule; flat
+        tables at batch :data:`ENSEMBLE_BATCH` or more get :data:`ENSEMBLE_RESTARTS` restarts (unless the
+        user chose ``restarts``), whose agreement is the confidence per variable."""
+        suggested: dict[str, Any] = {}
+        is_recurrent = recurrent(observation.model)
+        if not any(k in options for k in ("mode", *MODE_FIELDS)) and is_recurrent:
+            suggested["mode"] = "sequence"
+        if "restarts" not in options and not is_recurrent and observation.num_samples >= ENSEMBLE_BATCH:
+            suggested["restarts"] = ENSEMBLE_RESTARTS
+        return suggested
 
     def reconstruct(self, observation: Observation, *, generator: torch.Generator, device: torch.device,
                     progress: Progress) -> Reconstruction:
         self.weights, source = self.config.weights_for(observation)
+        self._members: list[torch.Tensor] = []
         with torch_threads(self.config.threads):
             rec = super().reconstruct(observation, generator=generator, device=device, progress=progress)
         rec.config.update(self.weights)
         rec.notes.append("regularizer weights " + ", ".join(f"{n} {v:.3g}" for n, v in self.weights.items())
                          + f" ({source})")
+        schema = observation_schema(observation)
+        if len(self._members) > 1 and schema is not None and rec.chosen_restart is not None:
+            rec.confidence = restart_agreement(self._members, schema=schema, chosen=rec.chosen_restart)
+            rec.notes.append(f"confidence per variable: agreement of the {len(self._members)} restarts with the chosen "
+                             "one (entropy of category votes, spread of continuous values)")
         return rec
 
     def loop_settings(self, observation: Observation) -> LoopSettings:
@@ -352,6 +380,8 @@ class TabularAttack(OptimisationAttack):
 
             trace += optimise(objective=objective, variables=[x], settings=settings, progress=progress)
         final = project(x.detach(), layout) if self.config.project else x.detach()
+        if hasattr(self, "_members"):
+            self._members.append(final.cpu())
         return Candidate(final, y, self.score(matcher, final, y), trace)
 
     def terms(self, layout: RecordLayout) -> list[tuple[float, Callable[[torch.Tensor], torch.Tensor]]]:
