@@ -24,8 +24,8 @@ class AuditKind:
     baseline: Callable[[Sequence[Any], Any], float | None]
     verdict: Callable[..., dict[str, Any]]  # keyword arguments of gradleak.audit.verdict.verdict
     report: Callable[..., None]  # writes report.html and its pictures into a directory
-    # why the defense sweep does not run for this kind, or None when it does
-    defenses_skipped: str | None = None
+    sweep_attack: str = "ig"  # the attack the defense sweep always runs (beside the attacker's pick)
+    sweep_guess: tuple[str, ...] = ("rgap", "ig")  # the sweep's attacks assumed for the ETA before the battery ran
     # batch sizes probed when the user names none, per budget name (missing: the budget's own)
     batch_sizes: dict[str, tuple[int, ...]] | None = None
 
@@ -48,7 +48,6 @@ def _image_baseline(trials: Sequence[Any], data: Any) -> float | None:
 def _image_verdict(**kwargs: Any) -> dict[str, Any]:
     from .verdict import verdict
 
-    kwargs.pop("defenses_skipped", None)
     return verdict(**kwargs)
 
 
@@ -77,5 +76,5 @@ KINDS.register("image", description="images: SSIM against the private image, PSN
 KINDS.register("records", description="health records: feature accuracy against a blind guess")(AuditKind(
     metric="feature_accuracy", also=("baseline_feature_accuracy", "similarity", "confidence_q4_accuracy"),
     default_model="mlp", baseline=lambda _trials, _data: None, verdict=_record_verdict, report=_record_report,
-    defenses_skipped="the defense sweep (gradleak defend) covers image data only so far",
+    sweep_attack="tableak", sweep_guess=("spear", "tableak"),
     batch_sizes={"quick": (1, 8), "standard": (1, 8, 32, 64), "thorough": (1, 8, 16, 32, 64, 128)}))

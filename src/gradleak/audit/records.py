@@ -27,6 +27,7 @@ class RecordThresholds:
     # a quarter of every record leaks, and the attacker knows which quarter (at least medium risk)
     confident_advantage: float = 0.6
     label_leak: float = 0.9  # share of labels recovered at which labels count as leaked (at least medium)
+    max_accuracy_cost: float = 0.05  # a defense costing more client accuracy than this is not recommended
 
 
 def advantage(accuracy: float | None, blind: float | None) -> float | None:
@@ -106,10 +107,45 @@ def _confidence_finding(curve: Sequence[dict[str, Any]], th: RecordThresholds) -
             f"{cells}.{tail}"), (max(leaking) if leaking else None)
 
 
+def recommend_defense(rows: Sequence[dict[str, Any]], th: RecordThresholds) -> dict[str, Any] | None:
+    """The cheapest tested defense whose worst-case attack stays below the medium advantage at an
+    affordable accuracy cost, or None. Rows carry ``accuracy_cost`` (protection.with_cost)."""
+    safe = [r for r in rows if r["defense"] != "none" and r.get("accuracy_cost") is not None
+            and r["accuracy_cost"] <= th.max_accuracy_cost
+            and (advantage(r.get("feature_accuracy"), r.get("baseline_feature_accuracy")) or 0.0) < th.medium_advantage
+            and r.get("feature_accuracy") is not None]
+    return min(safe, key=lambda r: (r["accuracy_cost"], r["feature_accuracy"])) if safe else None
+
+
+def _defense_actions(rows: Sequence[dict[str, Any]], th: RecordThresholds) -> list[str]:
+    base = next((r for r in rows if r["defense"] == "none"), None)
+    if not rows or base is None:
+        return ["No defense sweep was run (--defenses none). DP-SGD (client-level clipping and noise) is the defense "
+                "with a guarantee; measure its cost on your task (gradleak defend) before use."]
+    base_adv = advantage(base.get("feature_accuracy"), base.get("baseline_feature_accuracy"))
+    if base_adv is not None and base_adv < th.medium_advantage:
+        return [f"The defense sweep's attacks did not break even the undefended trained model (feature accuracy "
+                f"{_pct(base.get('feature_accuracy'))}, blind guess {_pct(base.get('baseline_feature_accuracy'))}), "
+                "so it cannot rank the defenses; re-run with --budget thorough."]
+    pick = recommend_defense(rows, th)
+    if pick is None:
+        return [f"No tested defense kept the attack below {th.medium_advantage * 100:.0f}% of what a blind guess misses "
+                f"for at most {th.max_accuracy_cost * 100:.0f} points of client accuracy; see the defense table."]
+    cost = pick["accuracy_cost"] * 100
+    knows = f" (it knows: {pick['attacker_knowledge']})" if pick.get("attacker_knowledge") else ""
+    return [f"Apply {pick['defense']}: in the defense sweep (the trained model, updates of "
+            f"{pick.get('samples_per_update', '?')} record(s)) the attack's feature accuracy fell from "
+            f"{_pct(base.get('feature_accuracy'))} undefended to {_pct(pick['feature_accuracy'])} (blind guess "
+            f"{_pct(pick.get('baseline_feature_accuracy'))}), and the federated model's accuracy went from "
+            f"{base['client_accuracy']:.3f} to {pick['client_accuracy']:.3f} "
+            f"({'no change' if round(cost, 1) == 0 else f'{-cost:+.1f} points'}). Tested against an adaptive "
+            f"{pick.get('attack', 'attack')} attacker{knows}."]
+
+
 def record_verdict(*, curve: Sequence[dict[str, Any]], worst: Sequence[dict[str, Any]] = (),
                    labels: Sequence[dict[str, Any]], rank: dict[str, Any], summary: Sequence[dict[str, Any]] = (),
                    malicious: dict[str, Any] | None = None, model_state: str | None = None,
-                   thresholds: RecordThresholds = RecordThresholds(), defenses_skipped: str | None = None,
+                   thresholds: RecordThresholds = RecordThresholds(), defenses: Sequence[dict[str, Any]] = (),
                    **_ignored: Any) -> dict[str, Any]:
     """``{"level", "title", "headline", "findings", "actions", "recommended_defense", "thresholds"}`` for records."""
     th = thresholds
@@ -162,9 +198,7 @@ def record_verdict(*, curve: Sequence[dict[str, Any]], worst: Sequence[dict[str,
             actions.append(f"Where clients can, have each update cover at least {safe} records (every attack here "
                            f"then recovered less than {th.medium_advantage * 100:.0f}% of what a blind guess misses; "
                            "stronger attacks may do better).")
-    if defenses_skipped:
-        actions.append(f"No defense was measured for records here ({defenses_skipped}). DP-SGD (client-level "
-                       "clipping and noise) is the defense with a guarantee; check its cost on your task before use.")
+    actions += _defense_actions(defenses, th)
     if level == "low":
         actions.append("No attack here recovered a medium share of the records; this is evidence, not proof. Re-run "
                        "with --budget thorough before deployment.")
@@ -177,4 +211,5 @@ def record_verdict(*, curve: Sequence[dict[str, Any]], worst: Sequence[dict[str,
         "unknown": "No attack produced a usable result; see the errors in the attack table.",
     }[level]
     return {"level": level, "title": LEVELS[level], "headline": headline, "findings": findings, "actions": actions,
-            "recommended_defense": None, "thresholds": asdict(th)}
+            "recommended_defense": None if (pick := recommend_defense(defenses, th)) is None else pick["defense"],
+            "thresholds": asdict(th)}

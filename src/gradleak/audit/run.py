@@ -108,13 +108,9 @@ def check(settings: AuditSettings) -> tuple[AuditSettings, Any, ModelSpec, list[
     data = load_dataset(settings.dataset, data_root=settings.data_root, image_size=settings.image_size,
                         grayscale=settings.grayscale)
     kind = kind_of(data.kind)
-    if kind.defenses_skipped and settings.defenses:
-        raise GradleakError(f"--defenses: {kind.defenses_skipped} ({settings.dataset!r} holds {data.kind} records); "
-                            "omit --defenses")
     settings = dataclasses.replace(
         settings, model=settings.model or kind.default_model,
-        batch_sizes=settings.batch_sizes or (kind.batch_sizes or {}).get(budget.name),
-        defenses=[] if kind.defenses_skipped else settings.defenses)
+        batch_sizes=settings.batch_sizes or (kind.batch_sizes or {}).get(budget.name))
     sizes = settings.resolved_batch_sizes()
     if max(sizes) > len(data):
         raise GradleakError(f"batch size {max(sizes)} exceeds the {len(data)} samples of {settings.dataset!r}")
@@ -128,7 +124,7 @@ def check(settings: AuditSettings) -> tuple[AuditSettings, Any, ModelSpec, list[
     if specs:
         from ..defenses.evaluation import check_specs
 
-        check_specs(specs, attack="ig")
+        check_specs(specs, attack=kind.sweep_attack)
         specs, _ = usable_defenses(settings, spec, specs)
     entries = battery(Setup(spec=spec, protocol=settings.protocol, data_kind=data.kind, prior=settings.prior,
                             budget=budget), only=settings.attacks)
@@ -160,7 +156,7 @@ def run_audit(settings: AuditSettings, *, out: str | Path, show_progress: bool =
     planned = (len(sizes) * len(seeds) * SIMULATION_UNITS + settings.trained_steps * len(sizes) * len(seeds)
                + sum(attack_units(e, b) for e in runnable for b in sizes for _ in seeds
                      if runs_at(e, b, settings.plan.iterative_max_batch))
-               + (defense_units(settings, ("rgap", "ig"), specs) if specs else 0))
+               + (defense_units(settings, kind.sweep_guess, specs) if specs else 0))
     progress = AuditProgress(total=planned, enabled=show_progress)
     timings: dict[str, float] = {}
     started = time.perf_counter()
@@ -205,8 +201,8 @@ def run_audit(settings: AuditSettings, *, out: str | Path, show_progress: bool =
             if specs:
                 clock = time.perf_counter()
                 chosen = sweep_attacks([r for r in summary if r["batch_size"] == sizes[0]],
-                                       max_weight=settings.plan.defense_max_weight)
-                progress.add(defense_units(settings, chosen, specs) - defense_units(settings, ("rgap", "ig"), specs))
+                                       max_weight=settings.plan.defense_max_weight, second=kind.sweep_attack)
+                progress.add(defense_units(settings, chosen, specs) - defense_units(settings, kind.sweep_guess, specs))
                 sweep = defense_stage(settings, specs, attacks=chosen, progress=progress, workers=workers)
                 timings["defenses"] = time.perf_counter() - clock
             defense_rows = with_cost(sweep.rows) if sweep else []
@@ -225,10 +221,10 @@ def run_audit(settings: AuditSettings, *, out: str | Path, show_progress: bool =
                 "settings": settings.to_json(), "budget": dataclasses.asdict(settings.plan),
                 "model": spec.to_json(), "dataset": {"name": data.name, "source": data.source, "samples": len(data),
                                                      "shape": list(data.input_shape), "classes": list(data.class_names)},
-                "data_kind": data.kind, "schema": data.meta.get("schema"), "defenses_skipped": kind.defenses_skipped,
+                "data_kind": data.kind, "schema": data.meta.get("schema"),
                 "verdict": kind.verdict(curve=curve, worst=bound, labels=labels, baseline=baseline, rank=rank,
                                         defenses=defense_rows, dataset=settings.dataset, malicious=malicious,
-                                        summary=summary, buffers=buffers, defenses_skipped=kind.defenses_skipped),
+                                        summary=summary, buffers=buffers),
                 "rank": rank, "labels": labels, "buffers": buffers, "battery": [e.to_json() for e in entries],
                 "attacks": {"records": attacks.records, "summary": summary, "attacker_choice": curve,
                             "worst_case": bound},

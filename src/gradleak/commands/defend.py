@@ -119,11 +119,19 @@ def cmd_defend(args: argparse.Namespace) -> None:
               "attacks ignoring the defense, on the same updates; the adaptive figures decide.\n")
         save_frontier_plot(rows, tmp / "frontier.png", title=f"{args.dataset} / {args.model} / {rows[0]['attack']}")
         shown = [o.first(config.batch_size) for o in outcomes]  # the samples every defense's victims share
-        save_image_grid([shown[0][0].clamp(0, 1)] + [recon for _, recon in shown],
-                        tmp / "reconstructions.png", row_labels=["truth"] + [o.row["defense"] for o in outcomes])
+        if evaluator.records:  # one heatmap panel per defense: truth | reconstruction | error
+            from ..report.heatmaps import save_record_heatmaps
+
+            stacked = torch.cat([recon for _, recon in shown])
+            save_record_heatmaps(torch.cat([shown[0][0]] * len(shown)), stacked, tmp / "reconstructions.png",
+                                 title="records per defense (" + ", ".join(o.row["defense"] for o in outcomes) + ")")
+        else:
+            save_image_grid([shown[0][0].clamp(0, 1)] + [recon for _, recon in shown],
+                            tmp / "reconstructions.png", row_labels=["truth"] + [o.row["defense"] for o in outcomes])
     for r in rows:
-        print(f"{r['defense']:>16}  client_acc={_fmt(r['client_accuracy'])} psnr={_fmt(r['psnr'])} "
-              f"ssim={_fmt(r['ssim'])} attacker_acc={_fmt(r['attacker_accuracy'])} eps={_fmt(r['epsilon'])} "
+        leak = (f"feature_acc={_fmt(r['feature_accuracy'])} blind={_fmt(r.get('baseline_feature_accuracy'))}"
+                if evaluator.records else f"psnr={_fmt(r['psnr'])} ssim={_fmt(r['ssim'])}")
+        print(f"{r['defense']:>16}  client_acc={_fmt(r['client_accuracy'])} {leak} attacker_acc={_fmt(r['attacker_accuracy'])} eps={_fmt(r['epsilon'])} "
               f"identified={_fmt(r.get('rero_success'))} bound={_fmt(r.get('rero_bound'))}"
               + (f" non_adaptive_psnr={_fmt(r['non_adaptive_psnr'])}" if r.get("non_adaptive_psnr") is not None else ""))
     print(f"-> {args.out}")

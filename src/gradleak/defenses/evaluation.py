@@ -37,6 +37,7 @@ import torch
 
 from ..attacks import ATTACKS, create_attack
 from ..data import load_dataset
+from ..data.schema import RECORD_KINDS, column_statistics
 from ..errors import GradleakError
 from ..fl.protocol import Protocol
 from ..models import complete_spec, create_model
@@ -50,8 +51,16 @@ from .rero import CANDIDATES, ReRoCheck, identified
 from .federated import FederatedConfig, Splits, accuracy, federated_training, reference_classifier, split_data
 
 Progress = Callable[[str, int], None]  # (stage, amount): ("round", 1) per FedAvg round, ("victim", 1) per attack run
-SCORES = ("psnr", "ssim", "mse", "attacker_accuracy", "label_accuracy")
-PICK_SCORES = ("psnr", "ssim", "mse", "attacker_accuracy")  # reported for the attacker's pick and non-adaptive runs
+RECORD_SCORES = ("feature_accuracy", "similarity", "baseline_feature_accuracy", "confidence_q4_accuracy",
+                 "confidence_q4_baseline")  # health records (metrics.tabular); null for images
+SCORES = ("psnr", "ssim", "mse", "attacker_accuracy", "label_accuracy", *RECORD_SCORES)
+# reported for the attacker's pick and non-adaptive runs
+PICK_SCORES = ("psnr", "ssim", "mse", "attacker_accuracy", "feature_accuracy")
+
+
+def leak_metric(data_kind: str) -> str:
+    """The score the defender's worst case maximises: PSNR for images, feature accuracy for records."""
+    return "feature_accuracy" if data_kind in RECORD_KINDS else "psnr"
 
 
 @dataclass
@@ -152,6 +161,12 @@ class Evaluator:
             self._model(self.spec, seed=config.seed + 1), data=self.splits.attacker, steps=config.reference_steps,
             generator=torch.Generator().manual_seed(config.seed + 1))
         self.reference_accuracy = accuracy(self.reference, *self.splits.test)
+        self.records = self.data.kind in RECORD_KINDS
+        self.metric = leak_metric(self.data.kind)
+
+    def visible(self, inputs: torch.Tensor) -> torch.Tensor:
+        """What is compared and judged: images clamped to their range; records (standardised) as they are."""
+        return inputs if self.records else inputs.clamp(0, 1)
 
     def _model(self, spec: ModelSpec, *, seed: int) -> torch.nn.Module:
         with torch.random.fork_rng(devices=[]):
@@ -161,7 +176,7 @@ class Evaluator:
     def judge(self, images: torch.Tensor, labels: torch.Tensor) -> float:
         """Share of ``images`` the attacker's reference classifier labels as ``labels``."""
         with torch.no_grad():
-            return float((self.reference(images.clamp(0, 1)).argmax(-1) == labels).float().mean())
+            return float((self.reference(self.visible(images)).argmax(-1) == labels).float().mean())
 
     def run(self, spec: str) -> DefenseOutcome:
         cfg = self.config
@@ -192,7 +207,7 @@ class Evaluator:
         # holds both, and it is never weaker than the non-adaptive attacker.
         battery = {**results, **{f"{n} (non-adaptive)": r for n, r in plain.items() if r is not results[n]}}
         attack_seconds = time.perf_counter() - start
-        worst = worst_case(battery)
+        worst = worst_case(battery, metric=self.metric)
         row = {
             "defense": defense.spec,
             "client_accuracy": history[-1],
@@ -216,7 +231,7 @@ class Evaluator:
             **attacker_pick(battery),
         }
         if plain:
-            naive = worst_case(plain)
+            naive = worst_case(plain, metric=self.metric)
             row.update({f"non_adaptive_{k}": v for k, v in naive["summary"].items()})
             row["non_adaptive_attack"] = naive["attack"]
             row.update({f"non_adaptive_{k}": v for k, v in attacker_pick(plain).items()})
@@ -267,7 +282,7 @@ class Evaluator:
         for v, (observation, truth) in enumerate(views):
             recon = attack.run(observation, generator=torch.Generator().manual_seed(cfg.seed * 1000 + v), device=cfg.device)
             metrics = evaluate(recon, truth, observation=observation)
-            aligned = recon.inputs.clamp(0, 1)[torch.as_tensor(metrics["assignment"])]
+            aligned = self.visible(recon.inputs)[torch.as_tensor(metrics["assignment"])]
             metrics["attacker_accuracy"] = self.judge(aligned, truth.labels)
             metrics["mismatch"] = update_mismatch(observation, recon.inputs, recon.labels, entries=entries)
             metrics["identified"] = int(identified(aligned, truth.inputs, others[v]).sum())
@@ -317,19 +332,23 @@ class Evaluator:
             model=spec, parameters=params, buffers=buffers, train_mode=False, protocol=protocol, update=update,
             num_samples=n, labels=None, defense=defense.describe(),
             data={"dataset": self.data.name, "kind": self.data.kind, "min": 0.0, "max": float(self.data.data_range),
-                  "class_names": list(self.data.class_names)},
+                  "class_names": list(self.data.class_names),
+                  # records: the column layout and the attacker's own column statistics (its split, never the clients')
+                  **({"schema": self.data.meta["schema"], "prior": column_statistics(self.splits.attacker[0])}
+                     if self.records else {})},
         )
         return observation, GroundTruth(inputs=x, labels=y, indices=idx)
 
 
-def worst_case(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def worst_case(results: dict[str, dict[str, Any]], *, metric: str = "psnr") -> dict[str, Any]:
     """The defender's worst case: per attacked update, the attack whose reconstruction scores the
-    highest PSNR against the private samples (ties: the order of ``results``). Chosen with the
-    private data, so an upper bound on what the attacker can select (always >= its pick)."""
+    highest ``metric`` (PSNR; records: feature accuracy) against the private samples (ties: the order
+    of ``results``). Chosen with the private data, so an upper bound on what the attacker can select
+    (always >= its pick)."""
     names = list(results)
     chosen, counts, truths, recons, hits = [], {n: 0 for n in names}, [], [], 0
     for v in range(len(results[names[0]]["records"])):
-        name = max(names, key=lambda n: _score(results[n]["records"][v].get("psnr")))
+        name = max(names, key=lambda n: _score(results[n]["records"][v].get(metric)))
         counts[name] += 1
         record = results[name]["records"][v]
         chosen.append(record)

@@ -19,6 +19,11 @@ COLUMNS = (
 )
 # Shown when some row has them: the attacker's own pick, and the non-adaptive attacker on the same updates.
 OPTIONAL_COLUMNS = (
+    ("feature_accuracy", "feature acc. (records)", "{:.3f}"),
+    ("baseline_feature_accuracy", "blind guess (records)", "{:.3f}"),
+    ("confidence_q4_accuracy", "confident quarter acc.", "{:.3f}"),
+    ("pick_feature_accuracy", "attacker's pick feature acc.", "{:.3f}"),
+    ("non_adaptive_feature_accuracy", "non-adaptive feature acc.", "{:.3f}"),
     ("pick_psnr", "attacker's pick PSNR", "{:.2f}"),
     ("pick_ssim", "attacker's pick SSIM", "{:.3f}"),
     ("non_adaptive_psnr", "non-adaptive PSNR", "{:.2f}"),
@@ -28,9 +33,20 @@ OPTIONAL_COLUMNS = (
 
 
 def columns(rows: Sequence[dict[str, Any]]) -> tuple[tuple[str, str, str], ...]:
-    """The table's columns: the fixed ones, then each optional one some row carries."""
+    """The table's columns: the fixed ones some row fills (records have no PSNR), then each optional one."""
+    fixed = tuple(c for c in COLUMNS if c[0] in ("defense", "client_accuracy", "attack")
+                  or any(r.get(c[0]) is not None for r in rows))
     extra = tuple(c for c in OPTIONAL_COLUMNS if any(r.get(c[0]) is not None for r in rows))
-    return COLUMNS + extra
+    return fixed + extra
+
+
+# the frontier's privacy axis: PSNR for images, feature accuracy for records (whichever the rows carry)
+AXES = (("psnr", "attack PSNR (dB, lower = more private)"),
+        ("feature_accuracy", "attack feature accuracy (lower = more private)"))
+
+
+def privacy_axis(rows: Sequence[dict[str, Any]]) -> tuple[str, str]:
+    return next((a for a in AXES if any(r.get(a[0]) is not None for r in rows)), AXES[0])
 
 
 def _cell(row: dict[str, Any], key: str, fmt: str) -> str:
@@ -80,24 +96,26 @@ def save_frontier_plot(rows: Sequence[dict[str, Any]], path: str | Path, *, titl
     fig = Figure(figsize=(11.6 if bounded else 6.4, 4.4), dpi=100)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 2 if bounded else 1, 1)
-    points = [r for r in rows if r.get("psnr") is not None and r.get("client_accuracy") is not None]
-    for i, r in enumerate(sorted(points, key=lambda q: q["psnr"])):
-        ax.errorbar(r["psnr"], r["client_accuracy"], xerr=r.get("psnr_std") or 0.0, fmt="o", capsize=3)
-        ax.annotate(r["defense"], (r["psnr"], r["client_accuracy"]), textcoords="offset points",
+    metric, xlabel = privacy_axis(rows)
+    points = [r for r in rows if r.get(metric) is not None and r.get("client_accuracy") is not None]
+    for i, r in enumerate(sorted(points, key=lambda q: q[metric])):
+        ax.errorbar(r[metric], r["client_accuracy"], xerr=r.get(f"{metric}_std") or 0.0, fmt="o", capsize=3)
+        ax.annotate(r["defense"], (r[metric], r["client_accuracy"]), textcoords="offset points",
                     xytext=(5, 5 if i % 2 == 0 else -12), fontsize="small")  # alternate: neighbours do not overlap
-    for key, marker, label in (("pick_psnr", "s", "attacker's pick"), ("non_adaptive_psnr", "x", "non-adaptive attacker")):
+    for key, marker, label in ((f"pick_{metric}", "s", "attacker's pick"),
+                               (f"non_adaptive_{metric}", "x", "non-adaptive attacker")):
         shown = [r for r in points if r.get(key) is not None]
         for r in shown:  # joined to the row's worst case: how far the attacker's own choice / ignorance falls short
-            ax.plot([r[key], r["psnr"]], [r["client_accuracy"]] * 2, color="grey", linewidth=0.6)
+            ax.plot([r[key], r[metric]], [r["client_accuracy"]] * 2, color="grey", linewidth=0.6)
         if shown:
             ax.plot([r[key] for r in shown], [r["client_accuracy"] for r in shown], marker, color="grey",
                     fillstyle="none", label=label)
-    front = pareto_front([(r["psnr"], r["client_accuracy"]) for r in points])
+    front = pareto_front([(r[metric], r["client_accuracy"]) for r in points])
     if len(front) > 1:
         ax.step(*zip(*front), where="post", color="grey", linestyle="--", linewidth=1, label="frontier (non-dominated)")
     if ax.get_legend_handles_labels()[0]:
         ax.legend(loc="lower right", fontsize="small")
-    ax.set(xlabel="attack PSNR (dB, lower = more private)", ylabel="client test accuracy",
+    ax.set(xlabel=xlabel, ylabel="client test accuracy",
            title=title or "privacy-utility frontier")
     ax.grid(True, alpha=0.3)
     if bounded:
