@@ -85,3 +85,18 @@ def test_preconditioner_inverts_its_blocks():
     r = torch.randn(maps.geo.n, dtype=torch.float64)
     expected = torch.linalg.solve(dense, r.reshape(c, pixels, 1)).reshape(-1)
     assert float((system._preconditioner()(r) - expected).norm() / expected.norm()) < 1e-4  # float32 factors
+
+
+def test_a_system_beyond_float32_range_falls_back_to_float64():
+    """A noised update can carry entries whose normal matrix overflows float32 (the defense table's
+    R-GAP run crashed on one): the mixed-precision path must step aside, not fail."""
+    layer = next(_layers())
+    k = 1e25 * torch.randn(layer.out_size, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    x = torch.rand(layer.in_size, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    maps = LayerMaps(layer, k)
+    system = LayerSystem(layer, k=k, z=maps.weight_rows(x.reshape(1, -1)).reshape(-1),
+                         grad=maps.gradient_rows(x.reshape(1, -1)))
+    assert system._refined_float32() is None
+    solution = system.solve()
+    assert solution.method != "cholesky32+refine"
+    assert float((solution.x.reshape(-1) - x).norm() / x.norm()) < 1e-6

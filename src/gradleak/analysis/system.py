@@ -270,7 +270,12 @@ class LayerSystem:
         reaches (its three steps' floor), else None; converging that far also certifies full
         rank far above the float64 path's ``1e-10`` threshold.
         """
-        n_mat = self.dense(torch.float32)
+        try:
+            n_mat = self.dense(torch.float32)
+        except RuntimeError:  # a term beyond float32's range (e.g. a noised update's huge entries): float64 then
+            return None
+        if not bool(torch.isfinite(n_mat).all()):
+            return None
         with dense_ops():
             chol = cholesky(n_mat, overwrite=True)
         if chol is None:
