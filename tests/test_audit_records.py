@@ -107,3 +107,17 @@ def test_audit_of_a_clinical_table_measures_records_and_writes_its_report(record
     assert "health records" in html and "blind guess" in html and "feature acc., non-adaptive" in html
     for picture in ("records_batch1.png", "feature_accuracy_vs_batch.png", "frontier.png"):
         assert (out / picture).exists()
+
+
+def test_defend_on_a_clinical_table_scores_feature_accuracy(tmp_path):
+    out = tmp_path / "d"
+    assert main(["defend", "--dataset", "gbsg2", "--model", "mlp", "--defenses", "none", "noise:0.01", "--attack",
+                 "tableak", "--quick", "--victims", "1", "--rounds", "2", "--batch-size", "2", "--option",
+                 "iterations=20", "--option", "members=2", "--quiet", "--out", str(out)]) == 0
+    rows = json.loads((out / "defenses.json").read_text())
+    assert [r["defense"] for r in rows] == ["none", "noise:0.01"]
+    assert all(0 <= r["feature_accuracy"] <= 1 and r["baseline_feature_accuracy"] is not None for r in rows)
+    assert rows[0]["psnr"] is None  # no image score on records
+    table = (out / "defenses.md").read_text()
+    assert "feature acc. (records)" in table and "PSNR" not in table.split("\n")[2]
+    assert (out / "frontier.png").exists() and (out / "reconstructions.png").exists()
