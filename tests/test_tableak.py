@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from gradleak.attacks import create_attack
-from gradleak.attacks.tableak.pool import pool
+from gradleak.attacks.record_pool import pool
 from gradleak.attacks.tableak.relax import RelaxedRecords, Temperature
 from gradleak.cli import main
 from gradleak.data import list_datasets, load_dataset

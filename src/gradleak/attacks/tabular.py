@@ -47,6 +47,7 @@ from .labels import LabelEstimate
 from .loop import Candidate, LoopSettings, optimise
 from .objective import GradientMatcher
 from .optimisation import OptimisationAttack, check_common, stop_rule
+from .record_pool import pool
 
 WEIGHTS_FORMAT = "gradleak.tabular-weights"
 WEIGHT_FIELDS = ("tv_weight", "binary_weight", "nuclear_weight")
@@ -270,9 +271,7 @@ ENSEMBLE_RESTARTS = 4  # ... whose agreement tells the attacker which values to 
 
 def restart_agreement(members: list[torch.Tensor], *, schema: RecordSchema, chosen: int) -> torch.Tensor:
     """Confidence per variable of restart ``chosen``'s records: the restarts, matched to its samples,
-    vote as in TabLeak's pooling (:mod:`.tableak.pool`); their agreement is the confidence."""
-    from .tableak.pool import pool  # tableak builds on this module; its pooling needs nothing from it
-
+    vote as in TabLeak's pooling (:mod:`.record_pool`); their agreement is the confidence."""
     out = pool(members, schema=schema, reference=chosen, spread_scale=CONTINUOUS_SPREAD)
     return out.confidence.float()
 

@@ -29,7 +29,7 @@ from ..objective import DISTANCES, GradientMatcher
 from ..optimisation import PRECISIONS
 from ..tabular import torch_threads
 from .exact import try_spear
-from .pool import pool
+from ..record_pool import pool
 from .relax import RelaxedRecords, Temperature
 
 SELECTIONS = ("loss", "pooled")  # how the output is chosen among the candidates

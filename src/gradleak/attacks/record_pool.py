@@ -20,8 +20,8 @@ from typing import Sequence
 
 import torch
 
-from ...data.schema import RecordSchema
-from ...metrics.matching import assign
+from ..data.schema import RecordSchema
+from ..metrics.matching import assign
 
 
 @dataclass(frozen=True)
